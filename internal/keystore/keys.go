@@ -1,0 +1,62 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+const keyColumns = `owner_kind, owner, selector, state, algorithm, key_bits, public_key, sealed_private_key, kek_id, fingerprint,
+	created_at, published_at, activated_at, retired_at`
+
+func scanKey(row interface{ Scan(...any) error }) (Key, error) {
+	var k Key
+	var kind, state string
+	var created, published, activated, retired int64
+	err := row.Scan(&kind, &k.Owner, &k.Selector, &state, &k.Algorithm, &k.KeyBits, &k.PublicKey, &k.SealedPrivateKey,
+		&k.KEKID, &k.Fingerprint, &created, &published, &activated, &retired)
+	if err != nil {
+		return Key{}, err
+	}
+	k.OwnerKind, k.State = OwnerKind(kind), KeyState(state)
+	k.CreatedAt, k.PublishedAt = fromMicros(created), fromMicros(published)
+	k.ActivatedAt, k.RetiredAt = fromMicros(activated), fromMicros(retired)
+	return k, nil
+}
+
+func (r reader) Keys(ctx context.Context, kind OwnerKind, owner string) ([]Key, error) {
+	rows, err := r.q.QueryContext(ctx,
+		`SELECT `+keyColumns+` FROM keys WHERE owner_kind = $1 AND owner = $2 ORDER BY selector`, string(kind), owner)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: keys: %w", classify(err))
+	}
+	return collect(rows, scanKey, "keys")
+}
+
+func (t *txn) PutKey(ctx context.Context, k Key) error {
+	if k.PublicKey == nil {
+		k.PublicKey = []byte{} // a revoked key publishes "p=": empty, not NULL
+	}
+	_, err := t.q.ExecContext(ctx,
+		`INSERT INTO keys (`+keyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+		ON CONFLICT (owner_kind, owner, selector) DO UPDATE SET
+			state = excluded.state, algorithm = excluded.algorithm, key_bits = excluded.key_bits,
+			public_key = excluded.public_key, sealed_private_key = excluded.sealed_private_key,
+			kek_id = excluded.kek_id, fingerprint = excluded.fingerprint, created_at = excluded.created_at,
+			published_at = excluded.published_at, activated_at = excluded.activated_at, retired_at = excluded.retired_at`,
+		string(k.OwnerKind), k.Owner, k.Selector, string(k.State), k.Algorithm, k.KeyBits, k.PublicKey, k.SealedPrivateKey,
+		k.KEKID, k.Fingerprint, micros(k.CreatedAt), micros(k.PublishedAt), micros(k.ActivatedAt), micros(k.RetiredAt))
+	if err != nil {
+		return fmt.Errorf("keystore: put key %s/%s: %w", k.Owner, k.Selector, classify(err))
+	}
+	return nil
+}
+
+func (t *txn) DeleteKeys(ctx context.Context, kind OwnerKind, owner string) error {
+	if _, err := t.q.ExecContext(ctx, `DELETE FROM keys WHERE owner_kind = $1 AND owner = $2`, string(kind), owner); err != nil {
+		return fmt.Errorf("keystore: delete keys of %s: %w", owner, classify(err))
+	}
+	return nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
