@@ -205,3 +205,6 @@ func LoadOrCreate(dataDir string) (box *Box, path string, created bool, err erro
 	box, err = ParseKeyFile([]byte(content))
 	return box, path, true, err
 }
+
+// DefaultPath is where LoadOrCreate keeps the KEK under dataDir.
+func DefaultPath(dataDir string) string { return filepath.Join(dataDir, KeyFileName) }

@@ -1,0 +1,28 @@
+# The README's two set-up commands are `make run` and `make test`.
+GO ?= go
+BIN := bin/dkimd
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: run build test test-short lint bench-dns bench-sign fuzz clean
+
+# Runs dkimd on the embedded SQLite store under ./data, with no other service.
+run: build
+	./$(BIN) serve
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/dkimd
+
+# The whole suite, against the machine's real Postgres, dig, NSD, Postfix
+# and python3-dkim (.ci/run installs them).
+test: lint
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"dkimd/internal/config"
+	"dkimd/internal/keystore"
+	"dkimd/internal/provision"
+	"dkimd/internal/sealbox"
+)
+
+// app is what the listeners and loops of `dkimd serve` share.
+type app struct {
+	cfg      config.Config
+	log      *slog.Logger
+	store    *keystore.SQL
+	box      *sealbox.Box
+	svc      *provision.Service
+	registry *prometheus.Registry
+	now      func() time.Time
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*keystore.SQL, error) {
+	store, err := keystore.Open(ctx, cfg.DataDir, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	applied, err := store.Migrate(ctx)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	for _, m := range applied {
+		log.Info("applied migration", slog.String("migration", m), slog.String("dialect", store.Dialect()))
+	}
+	return store, nil
+}
+
+func loadKEK(cfg config.Config, log *slog.Logger) (*sealbox.Box, error) {
+	if cfg.MasterKeyFile != "" && cfg.MasterKeyFile != sealbox.DefaultPath(cfg.DataDir) {
+		return sealbox.LoadFile(cfg.MasterKeyFile)
+	}
+	box, path, created, err := sealbox.LoadOrCreate(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Warn("generated a new key-encryption key; back it up, without it the private keys cannot be read",
+			slog.String("path", path), slog.String("kek_id", box.CurrentID()))
+	}
+	return box, nil
+}
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, rest, err := config.Parse("dkimd serve", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageError{fmt.Sprintf("serve takes no arguments, got %q", rest)}
+	}
+	log := newLogger(cfg, stderr)
+	store, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	box, err := loadKEK(cfg, log)
+	if err != nil {
+		return err
+	}
+	a := &app{cfg: cfg, log: log, store: store, box: box, registry: prometheus.NewRegistry(), now: time.Now}
+	a.svc = &provision.Service{Store: store, Box: box, Keys: provision.DirectGenerator{}, Zone: cfg.Zone, Now: a.now}
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, start := range []func(context.Context, *errgroup.Group) error{
+		a.startOps, a.startDNS, a.startAPI, a.startSign, a.startMilter, a.startRotation,
+	} {
+		if err := start(gctx, g); err != nil {
+			return err
+		}
+	}
+	log.Info("dkimd serving", slog.String("version", version), slog.String("dialect", store.Dialect()),
+		slog.String("zone", cfg.Zone), slog.String("api_addr", cfg.APIAddr), slog.String("dns_addr", cfg.DNSAddr))
+	err = g.Wait()
+	log.Info("dkimd stopped")
+	return err
+}

@@ -1,0 +1,329 @@
+// Package config turns flags and their DKIMD_* environment twins into a
+// validated Config. Every subcommand reads the same flags, so `dkimd brand
+// create` acts on the store that `dkimd serve` uses. It owns no behaviour
+// beyond parsing and validation, and keeps no global state.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is everything dkimd can be told at start.
+type Config struct {
+	DataDir       string
+	DatabaseURL   string
+	MasterKeyFile string
+
+	APIAddr           string
+	OperatorTokenFile string
+	TLSCertFile       string
+	TLSKeyFile        string
+
+	DNSAddr      string
+	Zone         string
+	NS           []string                // name servers of the zone, FQDN without trailing dot
+	NSAddrs      map[string][]netip.Addr // glue for name servers inside the zone
+	SOAMbox      string
+	SOARefresh   time.Duration
+	SOARetry     time.Duration
+	SOAExpire    time.Duration
+	SOAMinimum   time.Duration
+	RecordTTL    time.Duration
+	Secondaries  []string       // host:port to NOTIFY
+	XFRAllow     []netip.Prefix // who may transfer the zone
+	TSIGKeyFile  string         // "name algorithm base64secret"
+	ReconcileInt time.Duration
+
+	SignAddr     string
+	SignToken    string
+	SignMaxBytes int64
+	MilterAddr   string
+
+	OpsAddr string
+
+	Resolver         string
+	PublishLeadTime  time.Duration
+	RotationInterval time.Duration
+	RetireGrace      time.Duration
+	KeyPoolSize      int
+
+	LogLevel string
+}
+
+// envName maps a flag to its environment twin: --api-addr -> DKIMD_API_ADDR.
+func envName(flagName string) string {
+	return "DKIMD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+type listFlag struct{ v *[]string }
+
+func (l listFlag) String() string {
+	if l.v == nil {
+		return ""
+	}
+	return strings.Join(*l.v, ",")
+}
+
+func (l listFlag) Set(s string) error {
+	*l.v = nil
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l.v = append(*l.v, part)
+		}
+	}
+	return nil
+}
+
+// FlagSet declares every flag on fs, with defaults, bound to c. Defaults come
+// from the environment where set, so flags still win over env.
+func (c *Config) FlagSet(fs *flag.FlagSet, getenv func(string) string) (finish func() error) {
+	var nsAddrs, xfrAllow []string
+	str := func(p *string, name, def, usage string) {
+		fs.StringVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
+		fs.DurationVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	list := func(p *[]string, name, def, usage string) {
+		_ = listFlag{p}.Set(def)
+		fs.Var(listFlag{p}, name, usage+", comma-separated (env "+envName(name)+")")
+	}
+	str(&c.DataDir, "data-dir", "./data", "directory of the embedded SQLite database and the generated key-encryption key")
+	str(&c.DatabaseURL, "database-url", "", "postgres://… to use Postgres; empty for embedded SQLite")
+	str(&c.MasterKeyFile, "master-key-file", "", "key-encryption key file (default: <data-dir>/master.key, generated on first start)")
+	str(&c.APIAddr, "api-addr", ":8080", "listen address of the brand and admin API")
+	str(&c.OperatorTokenFile, "operator-token-file", "", "file holding the admin API bearer token (default: <data-dir>/operator.token, generated on first start)")
+	str(&c.TLSCertFile, "tls-cert-file", "", "TLS certificate for the API listener (reloaded on SIGHUP)")
+	str(&c.TLSKeyFile, "tls-key-file", "", "TLS private key for the API listener")
+	str(&c.DNSAddr, "dns-addr", ":5353", "listen address of the authoritative DNS server (UDP and TCP); empty disables")
+	str(&c.Zone, "zone", "oxcloud.zone", "the service's own DNS zone")
+	list(&c.NS, "ns", "", "name servers of the zone (default ns1.<zone>)")
+	list(&nsAddrs, "ns-addrs", "", "glue addresses of in-zone name servers as name=ip (default ns1.<zone>=127.0.0.1)")
+	str(&c.SOAMbox, "soa-mbox", "", "SOA responsible mailbox as a domain name (default hostmaster.<zone>)")
+	dur(&c.SOARefresh, "soa-refresh", 4*time.Hour, "SOA refresh")
+	dur(&c.SOARetry, "soa-retry", time.Hour, "SOA retry")
+	dur(&c.SOAExpire, "soa-expire", 14*24*time.Hour, "SOA expire")
+	dur(&c.SOAMinimum, "soa-minimum", 300*time.Second, "SOA minimum (negative caching TTL)")
+	dur(&c.RecordTTL, "record-ttl", time.Hour, "TTL of the zone's records")
+	list(&c.Secondaries, "secondaries", "", "secondary servers (host:port) to NOTIFY on every change")
+	list(&xfrAllow, "xfr-allow", "", "addresses or prefixes allowed to transfer the zone (with TSIG)")
+	str(&c.TSIGKeyFile, "tsig-key-file", "", `TSIG key for zone transfers and NOTIFY: a file holding "name algorithm base64-secret"`)
+	dur(&c.ReconcileInt, "reconcile-interval", 30*time.Second, "how often DNS compares its serial with the database, healing missed notifications")
+	str(&c.SignAddr, "sign-addr", "127.0.0.1:8081", "listen address of the MTA sign endpoint; empty disables")
+	str(&c.SignToken, "sign-token", "", "bearer token of the sign endpoint (required when it listens off loopback)")
+	fs.Int64Var(&c.SignMaxBytes, "sign-max-bytes", 64<<20, "largest message the sign endpoint accepts (env "+envName("sign-max-bytes")+")")
+	str(&c.MilterAddr, "milter-addr", "127.0.0.1:8891", "listen address of the milter; empty disables")
+	str(&c.OpsAddr, "ops-addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz; empty disables")
+	str(&c.Resolver, "resolver", "", "host:port of the resolver used to check customers' DNS (default: the system's)")
+	dur(&c.PublishLeadTime, "publish-lead-time", 96*time.Hour, "how long a fresh key is published before it may sign")
+	dur(&c.RotationInterval, "rotation-interval", 180*24*time.Hour, "default interval between automatic rotations (brands may override)")
+	dur(&c.RetireGrace, "retire-grace", 7*24*time.Hour, "how long a retired key stays published before its slot gets a fresh key")
+	fs.IntVar(&c.KeyPoolSize, "key-pool-size", 16, "RSA keys generated ahead in the background; 0 generates on demand (env "+envName("key-pool-size")+")")
+	str(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+
+	// Environment values become the flags' starting values; explicit flags
+	// parsed afterwards override them.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(envName(f.Name)); v != "" {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s=%q: %w (flag --%s)", envName(f.Name), v, err, f.Name)
+			}
+		}
+	})
+	return func() error {
+		if envErr != nil {
+			return envErr
+		}
+		var err error
+		if c.NSAddrs, err = parseNSAddrs(nsAddrs); err != nil {
+			return err
+		}
+		if c.XFRAllow, err = parsePrefixes(xfrAllow); err != nil {
+			return err
+		}
+		c.applyDefaults()
+		return c.Validate()
+	}
+}
+
+// Parse reads args (without the subcommand) into a Config.
+func Parse(name string, args []string, getenv func(string) string, out io.Writer) (Config, []string, error) {
+	var c Config
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	finish := c.FlagSet(fs, getenv)
+	if err := fs.Parse(args); err != nil {
+		return c, nil, err
+	}
+	if err := finish(); err != nil {
+		return c, nil, err
+	}
+	return c, fs.Args(), nil
+}
+
+func (c *Config) applyDefaults() {
+	c.Zone = strings.ToLower(strings.TrimSuffix(c.Zone, "."))
+	if len(c.NS) == 0 {
+		c.NS = []string{"ns1." + c.Zone}
+	}
+	for i, ns := range c.NS {
+		c.NS[i] = strings.ToLower(strings.TrimSuffix(ns, "."))
+	}
+	if c.NSAddrs == nil {
+		c.NSAddrs = map[string][]netip.Addr{}
+	}
+	if len(c.NSAddrs) == 0 && len(c.NS) == 1 && c.NS[0] == "ns1."+c.Zone {
+		c.NSAddrs[c.NS[0]] = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	}
+	if c.SOAMbox == "" {
+		c.SOAMbox = "hostmaster." + c.Zone
+	}
+	if c.MasterKeyFile == "" {
+		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")
+	}
+	if c.OperatorTokenFile == "" {
+		c.OperatorTokenFile = filepath.Join(c.DataDir, "operator.token")
+	}
+}
+
+// Validate refuses invalid values and combinations, naming the flag.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(flagName, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flagName, fmt.Sprintf(format, args...)))
+	}
+	if c.DatabaseURL == "" && c.DataDir == "" {
+		bad("data-dir", "must not be empty when --database-url is not set")
+	}
+	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+		bad("database-url", "must start with postgres:// or postgresql://")
+	}
+	for _, a := range []struct{ flag, addr string }{
+		{"api-addr", c.APIAddr}, {"dns-addr", c.DNSAddr}, {"sign-addr", c.SignAddr}, {"milter-addr", c.MilterAddr}, {"ops-addr", c.OpsAddr},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			bad(a.flag, "%q is not host:port: %v", a.addr, err)
+		}
+	}
+	if c.APIAddr == "" {
+		bad("api-addr", "must not be empty")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("tls-cert-file", "--tls-cert-file and --tls-key-file go together")
+	}
+	if c.Zone == "" || strings.Count(c.Zone, ".") < 1 {
+		bad("zone", "%q must be a domain of two labels or more", c.Zone)
+	}
+	for _, ns := range c.NS {
+		if inZone(ns, c.Zone) && len(c.NSAddrs[ns]) == 0 {
+			bad("ns-addrs", "name server %s lies inside the zone and needs glue (name=ip)", ns)
+		}
+	}
+	for name := range c.NSAddrs {
+		if !inZone(name, c.Zone) {
+			bad("ns-addrs", "glue is only for name servers inside %s, not %s", c.Zone, name)
+		}
+	}
+	if c.SOARefresh < 14400*time.Second || c.SOARetry < time.Hour || c.SOAExpire < 604800*time.Second {
+		bad("soa-refresh", "SOA refresh ≥ 4h, retry ≥ 1h and expire ≥ 168h are what zone checkers accept")
+	}
+	if c.SOAMinimum < 300*time.Second || c.SOAMinimum > 86400*time.Second {
+		bad("soa-minimum", "must be between 5m and 24h")
+	}
+	if c.RecordTTL < time.Second {
+		bad("record-ttl", "must be at least 1s")
+	}
+	for _, s := range c.Secondaries {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			bad("secondaries", "%q is not host:port", s)
+		}
+	}
+	if (len(c.Secondaries) > 0 || len(c.XFRAllow) > 0) && c.TSIGKeyFile == "" {
+		bad("tsig-key-file", "zone transfers and NOTIFY need a TSIG key")
+	}
+	if c.ReconcileInt < time.Second {
+		bad("reconcile-interval", "must be at least 1s")
+	}
+	if c.SignAddr != "" && c.SignToken == "" && !isLoopback(c.SignAddr) {
+		bad("sign-token", "the sign endpoint listens off loopback on %s and needs a bearer token", c.SignAddr)
+	}
+	if c.SignMaxBytes < 1024 {
+		bad("sign-max-bytes", "must be at least 1024")
+	}
+	if c.Resolver != "" {
+		if _, _, err := net.SplitHostPort(c.Resolver); err != nil {
+			bad("resolver", "%q is not host:port", c.Resolver)
+		}
+	}
+	if c.PublishLeadTime <= 0 || c.RotationInterval <= 0 || c.RetireGrace <= 0 {
+		bad("rotation-interval", "--publish-lead-time, --rotation-interval and --retire-grace must be positive")
+	}
+	if c.RotationInterval <= c.PublishLeadTime {
+		bad("rotation-interval", "must be longer than --publish-lead-time (%s)", c.PublishLeadTime)
+	}
+	if c.KeyPoolSize < 0 || c.KeyPoolSize > 1024 {
+		bad("key-pool-size", "must be between 0 and 1024")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+func inZone(name, zone string) bool { return name == zone || strings.HasSuffix(name, "."+zone) }
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+func parseNSAddrs(items []string) (map[string][]netip.Addr, error) {
+	out := map[string][]netip.Addr{}
+	for _, it := range items {
+		name, ip, ok := strings.Cut(it, "=")
+		addr, err := netip.ParseAddr(ip)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("--ns-addrs: %q is not name=ip", it)
+		}
+		name = strings.ToLower(strings.TrimSuffix(name, "."))
+		out[name] = append(out[name], addr)
+	}
+	return out, nil
+}
+
+func parsePrefixes(items []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, it := range items {
+		if p, err := netip.ParsePrefix(it); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(it)
+		if err != nil {
+			return nil, fmt.Errorf("--xfr-allow: %q is not an address or prefix", it)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}

@@ -1,0 +1,138 @@
+package provision
+
+import (
+	"context"
+	"fmt"
+
+	"dkimd/internal/dkimkey"
+	"dkimd/internal/domainname"
+	"dkimd/internal/keystore"
+)
+
+// CreateBrand creates a brand with a fresh secret and its fallback keys
+// (selector1 active, selector2 next), and returns the secret: the only time
+// it is ever seen, since only its hash is stored.
+func (s *Service) CreateBrand(ctx context.Context, name string, actor Actor) (string, error) {
+	if err := domainname.ValidBrand(name); err != nil {
+		return "", err
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		return "", err
+	}
+	hash, err := HashSecret(secret)
+	if err != nil {
+		return "", err
+	}
+	var keys []keystore.Key
+	for _, sl := range []slot{
+		{Selector1, dkimkey.RSA, dkimkey.DefaultRSABits, keystore.StateActive},
+		{Selector2, dkimkey.RSA, dkimkey.DefaultRSABits, keystore.StateNext},
+	} {
+		k, err := s.NewKey(ctx, keystore.OwnerBrand, name, sl.selector, sl.alg, sl.bits, sl.state)
+		if err != nil {
+			return "", err
+		}
+		keys = append(keys, k)
+	}
+	now := s.Now()
+	err = s.Store.Update(ctx, func(tx keystore.Tx) error {
+		if _, err := tx.CreateBrand(ctx, keystore.Brand{Name: name, SecretHash: hash, CreatedAt: now, UpdatedAt: now}); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := tx.PutKey(ctx, k); err != nil {
+				return err
+			}
+			if err := tx.AppendAudit(ctx, auditKey(now, actor, "key.create", name, k)); err != nil {
+				return err
+			}
+		}
+		tx.ZoneChanged(keystore.OwnerBrand, name)
+		return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "brand.create", Brand: name, RequestID: actor.RequestID})
+	})
+	if err != nil {
+		return "", fmt.Errorf("provision: create brand %s: %w", name, err)
+	}
+	return secret, nil
+}
+
+// RotateSecret replaces a brand's secret and returns the new one.
+func (s *Service) RotateSecret(ctx context.Context, name string, actor Actor) (string, error) {
+	secret, err := NewSecret()
+	if err != nil {
+		return "", err
+	}
+	hash, err := HashSecret(secret)
+	if err != nil {
+		return "", err
+	}
+	now := s.Now()
+	err = s.Store.Update(ctx, func(tx keystore.Tx) error {
+		b, err := tx.Brand(ctx, name)
+		if err != nil {
+			return err
+		}
+		b.SecretHash, b.UpdatedAt = hash, now
+		if _, err := tx.UpdateBrand(ctx, b); err != nil {
+			return err
+		}
+		return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "brand.rotate-secret", Brand: name, RequestID: actor.RequestID})
+	})
+	if err != nil {
+		return "", fmt.Errorf("provision: rotate secret of %s: %w", name, err)
+	}
+	return secret, nil
+}
+
+// DeleteBrand removes a brand, its maildomains and fallback keys. It refuses
+// (keystore.ErrConflict) while the brand still holds DKIM domains, so that
+// no customer's signing breaks by accident.
+func (s *Service) DeleteBrand(ctx context.Context, name string, actor Actor) error {
+	now := s.Now()
+	err := s.Store.Update(ctx, func(tx keystore.Tx) error {
+		if err := tx.DeleteBrand(ctx, name); err != nil {
+			return err
+		}
+		tx.ZoneChanged(keystore.OwnerBrand, name)
+		return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "brand.delete", Brand: name, RequestID: actor.RequestID})
+	})
+	if err != nil {
+		return fmt.Errorf("provision: delete brand %s: %w", name, err)
+	}
+	return nil
+}
+
+// AddMaildomain registers a maildomain for a brand; domain must be normalised.
+func (s *Service) AddMaildomain(ctx context.Context, brand, domain string, actor Actor) error {
+	now := s.Now()
+	err := s.Store.Update(ctx, func(tx keystore.Tx) error {
+		if _, err := tx.Brand(ctx, brand); err != nil {
+			return err
+		}
+		if err := tx.AddMaildomain(ctx, brand, domain); err != nil {
+			return err
+		}
+		return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "maildomain.add", Brand: brand, Domain: domain, RequestID: actor.RequestID})
+	})
+	if err != nil {
+		return fmt.Errorf("provision: add maildomain %s to %s: %w", domain, brand, err)
+	}
+	return nil
+}
+
+// RemoveMaildomain unregisters a maildomain. DKIM keys the brand holds for it
+// stay until the brand deletes them, as the guide has brands do.
+func (s *Service) RemoveMaildomain(ctx context.Context, brand, domain string, actor Actor) error {
+	now := s.Now()
+	err := s.Store.Update(ctx, func(tx keystore.Tx) error {
+		if err := tx.RemoveMaildomain(ctx, brand, domain); err != nil {
+			return err
+		}
+		return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "maildomain.remove", Brand: brand, Domain: domain, RequestID: actor.RequestID})
+	})
+	if err != nil {
+		return fmt.Errorf("provision: remove maildomain %s from %s: %w", domain, brand, err)
+	}
+	return nil
+}
