@@ -87,6 +87,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	a.svc = &provision.Service{Store: store, Box: box, Keys: provision.DirectGenerator{}, Zone: cfg.Zone, Now: a.now}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if cfg.KeyPoolSize > 0 {
+		a.svc.Keys = a.startKeyPool(gctx, g)
+	}
 	for _, start := range []func(context.Context, *errgroup.Group) error{
 		a.startOps, a.startDNS, a.startAPI, a.startSign, a.startMilter, a.startRotation,
 	} {
@@ -99,4 +102,21 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	err = g.Wait()
 	log.Info("dkimd stopped")
 	return err
+}
+
+// startKeyPool fills a pool of RSA keys in the background so that PUTs do
+// not wait for key generation, and exports how full it is.
+func (a *app) startKeyPool(ctx context.Context, g *errgroup.Group) *provision.Pool {
+	pool := provision.NewPool(a.cfg.KeyPoolSize, a.log)
+	misses := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dkimd_keypool_misses_total",
+		Help: "Key generations that found the pool of pre-generated RSA keys empty and generated inline.",
+	})
+	pool.OnMiss(misses.Inc)
+	a.registry.MustRegister(misses, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dkimd_keypool_keys",
+		Help: "Pre-generated RSA keys ready in the pool.",
+	}, func() float64 { return float64(pool.Len()) }))
+	g.Go(func() error { return pool.Run(ctx) })
+	return pool
 }
