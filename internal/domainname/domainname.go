@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -43,6 +44,8 @@ func Normalize(in, zone string) (string, error) {
 		return "", &Invalid{"domain is empty"}
 	case len(s) > 253*4: // an upper bound before the IDNA work; the real check follows
 		return "", &Invalid{"domain is longer than 253 octets"}
+	case !utf8.ValidString(s):
+		return "", &Invalid{"domain is not valid UTF-8"}
 	case strings.Contains(s, "*"):
 		return "", &Invalid{"wildcard domains are not accepted"}
 	}
@@ -54,6 +57,11 @@ func Normalize(in, zone string) (string, error) {
 		return "", &Invalid{fmt.Sprintf("not a valid host name: %v", err)}
 	}
 	a = strings.ToLower(a)
+	// An A-label must itself pass as a host name; this refuses punycode that
+	// decodes to something IDNA forbids, so a stored name always re-validates.
+	if again, err := profile.ToASCII(a); err != nil || again != a {
+		return "", &Invalid{"not a valid host name: its A-label form does not validate"}
+	}
 	if len(a) > 253 {
 		return "", &Invalid{"domain is longer than 253 octets"}
 	}
