@@ -24,5 +24,12 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Every fuzz target for FUZZTIME (default 30s) each.
+fuzz:
+	FUZZTIME=$(or $(FUZZTIME),30s) scripts/fuzz.sh
+
 clean:
 	rm -rf bin
+
+# Benchmarks and other targets that live beside their code.
+-include mk/*.mk
