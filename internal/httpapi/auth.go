@@ -1,0 +1,276 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"dkimd/internal/keystore"
+	"dkimd/internal/provision"
+)
+
+// dummyHash is verified against when a brand does not exist, so that a
+// wrong brand name costs as much time as a wrong secret and does not tell
+// which brands exist.
+// It is made on first use, not at start, since argon2 is slow.
+var dummyHash = sync.OnceValues(func() (string, error) {
+	return provision.HashSecret("no brand has this secret")
+})
+
+// credCache remembers credentials argon2 has accepted, for ttl, keyed by a
+// hash of brand and secret: the secret itself is not kept.
+type credCache struct {
+	ttl time.Duration
+	now func() time.Time
+	mu  sync.Mutex
+	ok  map[[sha256.Size]byte]cred
+}
+
+type cred struct {
+	brand   string
+	expires time.Time
+}
+
+func newCredCache(ttl time.Duration, now func() time.Time) *credCache {
+	return &credCache{ttl: ttl, now: now, ok: map[[sha256.Size]byte]cred{}}
+}
+
+func credKey(brand, secret string) [sha256.Size]byte {
+	return sha256.Sum256([]byte(brand + "\x00" + secret))
+}
+
+func (c *credCache) valid(brand, secret string) bool {
+	k := credKey(brand, secret)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.ok[k]
+	if ok && c.now().Before(e.expires) {
+		return true
+	}
+	delete(c.ok, k)
+	return false
+}
+
+func (c *credCache) add(brand, secret string) {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.ok) > 10000 {
+		for k, e := range c.ok {
+			if !now.Before(e.expires) {
+				delete(c.ok, k)
+			}
+		}
+	}
+	c.ok[credKey(brand, secret)] = cred{brand: brand, expires: now.Add(c.ttl)}
+}
+
+// forget drops a brand's cached credentials, after its secret changed or
+// it was deleted. Other replicas keep theirs for at most ttl.
+func (c *credCache) forget(brand string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.ok {
+		if e.brand == brand {
+			delete(c.ok, k)
+		}
+	}
+}
+
+// throttle counts failed logins per key (a client address or a brand) and
+// locks a key out for a while once it failed max times within window.
+type throttle struct {
+	max     int
+	window  time.Duration
+	lockout time.Duration
+	now     func() time.Time
+	mu      sync.Mutex
+	keys    map[string]*failures
+}
+
+type failures struct {
+	n           int
+	since       time.Time
+	lockedUntil time.Time
+}
+
+func newThrottle(max int, window, lockout time.Duration, now func() time.Time) *throttle {
+	return &throttle{max: max, window: window, lockout: lockout, now: now, keys: map[string]*failures{}}
+}
+
+// wait reports how long the first locked-out key among keys stays locked.
+func (t *throttle) wait(keys ...string) time.Duration {
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, k := range keys {
+		if f, ok := t.keys[k]; ok && now.Before(f.lockedUntil) {
+			return f.lockedUntil.Sub(now)
+		}
+	}
+	return 0
+}
+
+func (t *throttle) fail(keys ...string) {
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.keys) > 100000 {
+		for k, f := range t.keys {
+			if now.Sub(f.since) > t.window && !now.Before(f.lockedUntil) {
+				delete(t.keys, k)
+			}
+		}
+	}
+	for _, k := range keys {
+		f, ok := t.keys[k]
+		if !ok || now.Sub(f.since) > t.window {
+			f = &failures{since: now}
+			t.keys[k] = f
+		}
+		f.n++
+		if f.n >= t.max {
+			f.lockedUntil = now.Add(t.lockout)
+			f.n, f.since = 0, now
+		}
+	}
+}
+
+func (t *throttle) succeed(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.keys, key)
+}
+
+func tooMany(d time.Duration) *problem {
+	return &problem{status: http.StatusTooManyRequests, code: "TOO_MANY_REQUESTS",
+		title: "too many failed logins, try again later", retryAfter: int(math.Ceil(d.Seconds()))}
+}
+
+// clientIP is the peer address. dkimd does not trust X-Forwarded-For: a
+// proxy in front of it makes every client share the proxy's budget.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// brandAuth checks HTTP Basic credentials and that they are those of the
+// brand in the path. Credentials verified before are trusted from the cache
+// for a minute, also while their brand or address is throttled, so that an
+// attacker hammering a brand does not lock its working scripts out.
+func (s *Server) brandAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		brand, secret, ok := r.BasicAuth()
+		if !ok || brand == "" || secret == "" {
+			s.unauthorized(w, r, `Basic realm="dkimd", charset="UTF-8"`)
+			return
+		}
+		if !s.creds.valid(brand, secret) {
+			ipKey, brandKey := "ip:"+clientIP(r), "brand:"+brand
+			if d := s.throttle.wait(ipKey, brandKey); d > 0 {
+				s.fail(w, r, tooMany(d))
+				return
+			}
+			ok, err := s.verifyBrand(r, brand, secret)
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			if !ok {
+				s.throttle.fail(ipKey, brandKey)
+				s.unauthorized(w, r, `Basic realm="dkimd", charset="UTF-8"`)
+				return
+			}
+			s.throttle.succeed(ipKey)
+			s.creds.add(brand, secret)
+		}
+		infoFrom(r.Context()).brand = brand
+		if pathBrand(r) != brand {
+			s.fail(w, r, errForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) verifyBrand(r *http.Request, brand, secret string) (bool, error) {
+	b, err := s.store.Brand(r.Context(), brand)
+	exists := err == nil
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+		if b.SecretHash, err = dummyHash(); err != nil {
+			return false, err
+		}
+	case err != nil:
+		return false, err
+	}
+	ok, err := provision.VerifySecret(b.SecretHash, secret)
+	if err != nil {
+		return false, err
+	}
+	return ok && exists, nil
+}
+
+func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request, challenge string) {
+	w.Header().Set("WWW-Authenticate", challenge)
+	s.fail(w, r, errUnauthorized)
+}
+
+// operatorAuth checks the admin bearer token. Hashing both sides first makes
+// the comparison constant-time in the token's length too.
+func (s *Server) operatorAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		const challenge = `Bearer realm="dkimd-admin"`
+		ipKey := "admin-ip:" + clientIP(r)
+		if d := s.throttle.wait(ipKey); d > 0 {
+			s.fail(w, r, tooMany(d))
+			return
+		}
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || token == "" || !s.operatorSet {
+			s.unauthorized(w, r, challenge)
+			return
+		}
+		sum := sha256.Sum256([]byte(token))
+		if subtle.ConstantTimeCompare(sum[:], s.operatorSum[:]) != 1 {
+			s.throttle.fail(ipKey)
+			s.unauthorized(w, r, challenge)
+			return
+		}
+		infoFrom(r.Context()).brand = "operator"
+		next.ServeHTTP(w, r)
+	})
+}
+
+// pathBrand is the {brand} segment of a brand API path. The middleware runs
+// before chi has matched the sub-route, so it cuts the path itself.
+func pathBrand(r *http.Request) string {
+	rest := strings.TrimPrefix(r.URL.Path, BrandBase+"/")
+	b, _, _ := strings.Cut(rest, "/")
+	return b
+}
+
+// pathParam is a path parameter, percent-decoded: chi matches on the raw
+// path when the request has one, and hands out its parameters still escaped.
+func pathParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if r.URL.RawPath == "" {
+		return v
+	}
+	if u, err := url.PathUnescape(v); err == nil {
+		return u
+	}
+	return v
+}

@@ -1,0 +1,173 @@
+// Package httpapi is dkimd's HTTP face: the brand REST API under
+// /cloudapi/v2/mail/dkim (HTTP Basic auth per brand), the admin API under
+// /admin/v1 (operator bearer token) and the OpenAPI document that describes
+// both. It authenticates, validates and translates; every change goes through
+// package provision (or the Rotator), which owns the rules and writes the
+// audit log. It never sees or returns private key material.
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"dkimd/internal/keystore"
+	"dkimd/internal/provision"
+	"dkimd/internal/rotation"
+)
+
+// BrandBase is the base path of the brand API.
+const BrandBase = "/cloudapi/v2/mail/dkim"
+
+// AdminBase is the base path of the admin API.
+const AdminBase = "/admin/v1"
+
+// maxBody bounds every request body; the largest legitimate one is a few
+// dozen bytes.
+const maxBody = 64 << 10
+
+// Rotator is what the brand API needs from the rotation service.
+type Rotator interface {
+	RequestRotation(ctx context.Context, brand, domain string, emergency bool, actor provision.Actor) (keystore.Domain, []keystore.Key, error)
+	CheckDNS(ctx context.Context, brand, domain string) (rotation.DNSReport, error)
+}
+
+// Options configure a Server. Store, Service and Log are required.
+type Options struct {
+	Store   keystore.Store
+	Service *provision.Service
+	// Rotator serves rotate and dns; nil answers them 503.
+	Rotator Rotator
+	// OperatorToken guards the admin API; empty disables it (every call 401).
+	OperatorToken string
+	Log           *slog.Logger
+	// Metrics, when set, counts and times every request.
+	Metrics *Metrics
+	// Now is the clock for throttling and the credential cache; nil is time.Now.
+	Now func() time.Time
+	// CredentialTTL is how long a verified brand secret is trusted without
+	// paying argon2 again; 0 means 60 s.
+	CredentialTTL time.Duration
+	// MaxFailures failed logins from one client address, or against one
+	// brand, within FailureWindow lock that address or brand out for
+	// Lockout. Zeros mean 10, 1 min and 1 min.
+	MaxFailures   int
+	FailureWindow time.Duration
+	Lockout       time.Duration
+}
+
+// Server is the HTTP handler of the brand and admin APIs.
+type Server struct {
+	store       keystore.Store
+	svc         *provision.Service
+	rot         Rotator
+	zone        string
+	log         *slog.Logger
+	metrics     *Metrics
+	now         func() time.Time
+	operatorSum [sha256.Size]byte
+	operatorSet bool
+	creds       *credCache
+	throttle    *throttle
+	router      chi.Router
+}
+
+// New builds the handler.
+func New(o Options) *Server {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.CredentialTTL == 0 {
+		o.CredentialTTL = time.Minute
+	}
+	if o.MaxFailures == 0 {
+		o.MaxFailures = 10
+	}
+	if o.FailureWindow == 0 {
+		o.FailureWindow = time.Minute
+	}
+	if o.Lockout == 0 {
+		o.Lockout = time.Minute
+	}
+	s := &Server{
+		store: o.Store, svc: o.Service, rot: o.Rotator, zone: o.Service.Zone, log: o.Log,
+		metrics: o.Metrics, now: o.Now,
+		creds:    newCredCache(o.CredentialTTL, o.Now),
+		throttle: newThrottle(o.MaxFailures, o.FailureWindow, o.Lockout, o.Now),
+	}
+	if o.OperatorToken != "" {
+		s.operatorSum, s.operatorSet = sha256.Sum256([]byte(o.OperatorToken)), true
+	}
+	s.router = s.routes()
+	return s
+}
+
+// ServeHTTP serves one request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.router.ServeHTTP(w, r)
+}
+
+// Router is the chi router, for tests that walk the routes.
+func (s *Server) Router() chi.Router { return s.router }
+
+func (s *Server) routes() chi.Router {
+	r := chi.NewRouter()
+	r.Use(s.observe, s.recoverer)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		infoFrom(r.Context()).unmatched = true
+		s.fail(w, r, errRouteNotFound)
+	})
+	r.MethodNotAllowed(s.methodNotAllowed)
+
+	r.Get("/openapi.json", s.openAPI)
+
+	r.Route(BrandBase, func(r chi.Router) {
+		r.Use(s.brandAuth)
+		r.Get("/{brand}", s.listDomains)
+		r.Get("/{brand}/{domain}", s.getDomain)
+		r.Put("/{brand}/{domain}", s.putDomain)
+		r.Delete("/{brand}/{domain}", s.deleteDomain)
+		r.Post("/{brand}/{domain}/rotate", s.rotate)
+		r.Get("/{brand}/{domain}/dns", s.checkDNS)
+		r.Get("/{brand}/{domain}/{selector}", s.getSelector)
+	})
+
+	r.Route(AdminBase, func(r chi.Router) {
+		r.Use(s.operatorAuth)
+		r.Get("/brands", s.adminListBrands)
+		r.Post("/brands", s.adminCreateBrand)
+		r.Get("/brands/{brand}", s.adminGetBrand)
+		r.Delete("/brands/{brand}", s.adminDeleteBrand)
+		r.Post("/brands/{brand}/rotate-secret", s.adminRotateSecret)
+		r.Get("/brands/{brand}/maildomains", s.adminListMaildomains)
+		r.Put("/brands/{brand}/maildomains/{domain}", s.adminAddMaildomain)
+		r.Delete("/brands/{brand}/maildomains/{domain}", s.adminRemoveMaildomain)
+		r.Get("/audit", s.adminAudit)
+	})
+	return r
+}
+
+// methodNotAllowed answers 405 with the Allow header chi leaves to custom
+// handlers.
+func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.RawPath
+	if path == "" {
+		path = r.URL.Path
+	}
+	infoFrom(r.Context()).unmatched = true
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete} {
+		if s.router.Match(chi.NewRouteContext(), m, path) {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+	}
+	s.fail(w, r, errMethodNotAllowed)
+}
