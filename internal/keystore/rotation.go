@@ -1,0 +1,101 @@
+package keystore
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// The reads below serve the rotation loop: which domains need a look now,
+// which keys have served their retire grace, and the totals behind the
+// rotation gauges. They are on reader so that Store and Tx both have them.
+
+// DueDomains lists up to limit domains whose next check, rotation or pending
+// switch is due at now. Domains never checked come first, so that a new
+// domain's first check is not queued behind a backlog of settled ones.
+func (r reader) DueDomains(ctx context.Context, now time.Time, limit int) ([]Domain, error) {
+	us := micros(now)
+	rows, err := r.q.QueryContext(ctx, `SELECT `+domainColumns+` FROM domains
+		WHERE next_check_at <= $1
+			OR (next_rotation_at > 0 AND next_rotation_at <= $1)
+			OR (pending_switch_at > 0 AND pending_switch_at <= $1)
+		ORDER BY CASE WHEN last_checked_at = 0 THEN 0 ELSE 1 END, next_check_at, name
+		LIMIT $2`, us, limit)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: due domains: %w", classify(err))
+	}
+	return collect(rows, scanDomain, "due domains")
+}
+
+// RetiredKeys lists up to limit retiring or revoked keys of every owner
+// retired at or before `before`.
+func (r reader) RetiredKeys(ctx context.Context, before time.Time, limit int) ([]Key, error) {
+	rows, err := r.q.QueryContext(ctx, `SELECT `+keyColumns+` FROM keys
+		WHERE state IN ('retiring', 'revoked') AND retired_at <= $1
+		ORDER BY retired_at, owner_kind, owner, selector LIMIT $2`, micros(before), limit)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: retired keys: %w", classify(err))
+	}
+	return collect(rows, scanKey, "retired keys")
+}
+
+// DomainStatusCounts counts domains by status.
+func (r reader) DomainStatusCounts(ctx context.Context) (map[string]int, error) {
+	rows, err := r.q.QueryContext(ctx, `SELECT status, COUNT(*) FROM domains GROUP BY status`)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: domain status counts: %w", classify(err))
+	}
+	type count struct {
+		k string
+		n int
+	}
+	cs, err := collect(rows, func(row interface{ Scan(...any) error }) (count, error) {
+		var c count
+		err := row.Scan(&c.k, &c.n)
+		return c, err
+	}, "domain status counts")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, c := range cs {
+		out[c.k] = c.n
+	}
+	return out, nil
+}
+
+// KeyStateCounts counts keys of every owner by state.
+func (r reader) KeyStateCounts(ctx context.Context) (map[KeyState]int, error) {
+	rows, err := r.q.QueryContext(ctx, `SELECT state, COUNT(*) FROM keys GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: key state counts: %w", classify(err))
+	}
+	type count struct {
+		k string
+		n int
+	}
+	cs, err := collect(rows, func(row interface{ Scan(...any) error }) (count, error) {
+		var c count
+		err := row.Scan(&c.k, &c.n)
+		return c, err
+	}, "key state counts")
+	if err != nil {
+		return nil, err
+	}
+	out := map[KeyState]int{}
+	for _, c := range cs {
+		out[KeyState(c.k)] = c.n
+	}
+	return out, nil
+}
+
+// OldestActiveKeyPublishedAt is the publication time of the oldest active
+// key of any owner; the zero time when there is none.
+func (r reader) OldestActiveKeyPublishedAt(ctx context.Context) (time.Time, error) {
+	var us int64
+	err := r.q.QueryRowContext(ctx, `SELECT COALESCE(MIN(published_at), 0) FROM keys WHERE state = 'active'`).Scan(&us)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("keystore: oldest active key: %w", classify(err))
+	}
+	return fromMicros(us), nil
+}
