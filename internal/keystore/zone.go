@@ -1,0 +1,96 @@
+package keystore
+
+import (
+	"context"
+	"fmt"
+)
+
+// ZoneRecord is one published key together with what names it in DNS: the
+// domain's label for a domain key, the brand's name for a fallback key.
+type ZoneRecord struct {
+	Kind      OwnerKind
+	Owner     string // domain name or brand name
+	Label     string // the domain's label; empty for a brand key
+	Selector  string
+	State     KeyState
+	Algorithm string
+	PublicKey []byte // empty for a revoked key
+}
+
+// ZoneChange names an owner whose published records changed.
+type ZoneChange struct {
+	Kind  OwnerKind
+	Owner string
+}
+
+// Every key is published, whatever its state (next, active, retiring and
+// revoked); a domain key names its domain's label. The LEFT JOIN keeps brand
+// keys, which have no domains row.
+const zoneRecordQuery = `SELECT k.owner_kind, k.owner, COALESCE(d.label, ''), k.selector, k.state, k.algorithm, k.public_key
+	FROM keys k LEFT JOIN domains d ON k.owner_kind = 'domain' AND d.name = k.owner`
+
+func scanZoneRecord(row interface{ Scan(...any) error }) (ZoneRecord, error) {
+	var r ZoneRecord
+	var kind, state string
+	if err := row.Scan(&kind, &r.Owner, &r.Label, &r.Selector, &state, &r.Algorithm, &r.PublicKey); err != nil {
+		return ZoneRecord{}, err
+	}
+	r.Kind, r.State = OwnerKind(kind), KeyState(state)
+	return r, nil
+}
+
+// ZoneRecords streams every published key to fn, without holding them all
+// in memory at once. Read Serial before calling it: the records are then at
+// least as new as that serial, and a change that lands meanwhile carries a
+// higher serial that the caller will apply again.
+func (r reader) ZoneRecords(ctx context.Context, fn func(ZoneRecord) error) error {
+	rows, err := r.q.QueryContext(ctx, zoneRecordQuery)
+	if err != nil {
+		return fmt.Errorf("keystore: zone records: %w", classify(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		rec, err := scanZoneRecord(rows)
+		if err != nil {
+			return fmt.Errorf("keystore: zone records: %w", classify(err))
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("keystore: zone records: %w", classify(err))
+	}
+	return nil
+}
+
+// OwnerZoneRecords is the published keys of one owner, ordered by selector;
+// none when the owner no longer exists.
+func (r reader) OwnerZoneRecords(ctx context.Context, kind OwnerKind, owner string) ([]ZoneRecord, error) {
+	rows, err := r.q.QueryContext(ctx, zoneRecordQuery+` WHERE k.owner_kind = $1 AND k.owner = $2 ORDER BY k.selector`,
+		string(kind), owner)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: owner zone records: %w", classify(err))
+	}
+	return collect(rows, scanZoneRecord, "owner zone records")
+}
+
+// ZoneChangesSince lists, once each, the owners whose records changed in
+// serials after `after` up to and including `upTo`. Serials are raised under
+// the zone_serial row lock until commit, so once Serial reads upTo every
+// change up to it is visible.
+func (r reader) ZoneChangesSince(ctx context.Context, after, upTo uint32) ([]ZoneChange, error) {
+	rows, err := r.q.QueryContext(ctx,
+		`SELECT DISTINCT owner_kind, owner FROM zone_changes WHERE serial > $1 AND serial <= $2 ORDER BY owner_kind, owner`,
+		int64(after), int64(upTo))
+	if err != nil {
+		return nil, fmt.Errorf("keystore: zone changes: %w", classify(err))
+	}
+	return collect(rows, func(row interface{ Scan(...any) error }) (ZoneChange, error) {
+		var c ZoneChange
+		var kind string
+		err := row.Scan(&kind, &c.Owner)
+		c.Kind = OwnerKind(kind)
+		return c, err
+	}, "zone changes")
+}
