@@ -1,0 +1,236 @@
+package ops_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"dkimd/internal/keystore"
+	"dkimd/internal/keystore/keystoretest"
+	"dkimd/internal/ops"
+)
+
+type fixture struct {
+	srv   *httptest.Server
+	store *keystore.SQL
+	ready *ops.Readiness
+	reg   *prometheus.Registry
+}
+
+func newFixture(t *testing.T) fixture {
+	t.Helper()
+	store := keystoretest.Open(t, keystore.SQLite)
+	reg := prometheus.NewRegistry()
+	if err := ops.RegisterRuntime(reg, "test-version", store.Dialect()); err != nil {
+		t.Fatal(err)
+	}
+	ready := ops.NewReadiness()
+	ready.RegisterStore(store)
+	srv := httptest.NewServer(ops.NewHandler(reg, ready, slog.New(slog.DiscardHandler)))
+	t.Cleanup(srv.Close)
+	return fixture{srv: srv, store: store, ready: ready, reg: reg}
+}
+
+func get(t *testing.T, url string) (int, http.Header, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+type readyBody struct {
+	Status string `json:"status"`
+	Checks []struct {
+		Name  string `json:"name"`
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	} `json:"checks"`
+}
+
+func getReady(t *testing.T, f fixture) (int, readyBody) {
+	t.Helper()
+	code, h, body := get(t, f.srv.URL+"/readyz")
+	if ct := h.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("/readyz Content-Type = %q, want application/json", ct)
+	}
+	var rb readyBody
+	if err := json.Unmarshal([]byte(body), &rb); err != nil {
+		t.Fatalf("/readyz body %q: %v", body, err)
+	}
+	return code, rb
+}
+
+func failing(rb readyBody) map[string]string {
+	out := map[string]string{}
+	for _, c := range rb.Checks {
+		if !c.OK {
+			out[c.Name] = c.Error
+		}
+	}
+	return out
+}
+
+func TestMetrics(t *testing.T) {
+	f := newFixture(t)
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "dkimd_test_things_total", Help: "Things counted by the test."})
+	f.reg.MustRegister(c)
+	c.Add(3)
+
+	code, h, body := get(t, f.srv.URL+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics = %d", code)
+	}
+	if ct := h.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("/metrics Content-Type = %q", ct)
+	}
+	for _, want := range []string{
+		"dkimd_test_things_total 3",
+		"go_goroutines ",
+		"go_memstats_heap_alloc_bytes ",
+		"process_open_fds ",
+		"process_resident_memory_bytes ",
+		`dkimd_build_info{dialect="sqlite",version="test-version"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	// The collectors go on the injected registry, not the global one.
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), "dkimd_") {
+			t.Errorf("%s is on the global registry", mf.GetName())
+		}
+	}
+}
+
+func TestHealthz(t *testing.T) {
+	f := newFixture(t)
+	code, _, body := get(t, f.srv.URL+"/healthz")
+	if code != http.StatusOK || !strings.Contains(body, `"ok"`) {
+		t.Fatalf("/healthz = %d %q", code, body)
+	}
+	// Liveness does not depend on the store: a lost database must not get
+	// every replica restarted.
+	f.store.Close()
+	if code, _, _ := get(t, f.srv.URL+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz with the store closed = %d, want 200", code)
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	t.Run("ready", func(t *testing.T) {
+		f := newFixture(t)
+		code, rb := getReady(t, f)
+		if code != http.StatusOK || rb.Status != "ready" {
+			t.Fatalf("/readyz = %d %+v", code, rb)
+		}
+		names := map[string]bool{}
+		for _, c := range rb.Checks {
+			names[c.Name] = c.OK
+		}
+		if !names["store"] || !names["schema"] {
+			t.Errorf("checks = %+v, want store and schema passing", rb.Checks)
+		}
+	})
+	t.Run("registered check fails", func(t *testing.T) {
+		f := newFixture(t)
+		var loaded atomic.Bool
+		f.ready.Register("zone", func(context.Context) error {
+			if !loaded.Load() {
+				return errors.New("zone not loaded yet")
+			}
+			return nil
+		})
+		code, rb := getReady(t, f)
+		if code != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz = %d, want 503", code)
+		}
+		if got := failing(rb); len(got) != 1 || got["zone"] != "zone not loaded yet" {
+			t.Errorf("failing checks = %v, want only zone with its reason", got)
+		}
+		loaded.Store(true)
+		if code, rb := getReady(t, f); code != http.StatusOK {
+			t.Errorf("/readyz after the zone loaded = %d %+v", code, rb)
+		}
+	})
+	t.Run("store closed", func(t *testing.T) {
+		f := newFixture(t)
+		if err := f.store.Close(); err != nil {
+			t.Fatal(err)
+		}
+		code, rb := getReady(t, f)
+		if code != http.StatusServiceUnavailable || rb.Status != "not ready" {
+			t.Fatalf("/readyz = %d %+v, want 503", code, rb)
+		}
+		got := failing(rb)
+		if !strings.Contains(got["store"], "closed") {
+			t.Errorf("failing checks = %v, want store naming the closed database", got)
+		}
+	})
+	t.Run("hung check times out", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("waits for ops.CheckTimeout")
+		}
+		f := newFixture(t)
+		f.ready.Register("slow", func(ctx context.Context) error {
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		code, rb := getReady(t, f)
+		if code != http.StatusServiceUnavailable || !strings.Contains(failing(rb)["slow"], "deadline") {
+			t.Fatalf("/readyz = %d %+v, want 503 naming slow", code, rb)
+		}
+	})
+	t.Run("panicking check", func(t *testing.T) {
+		f := newFixture(t)
+		f.ready.Register("broken", func(context.Context) error { panic("boom") })
+		code, rb := getReady(t, f)
+		if code != http.StatusServiceUnavailable || !strings.Contains(failing(rb)["broken"], "boom") {
+			t.Fatalf("/readyz = %d %+v", code, rb)
+		}
+	})
+	t.Run("register replaces", func(t *testing.T) {
+		f := newFixture(t)
+		f.ready.Register("zone", func(context.Context) error { return errors.New("old") })
+		f.ready.Register("zone", func(context.Context) error { return nil })
+		code, rb := getReady(t, f)
+		if code != http.StatusOK || len(rb.Checks) != 3 {
+			t.Fatalf("/readyz = %d %+v, want 200 with store, schema, zone", code, rb)
+		}
+	})
+}
+
+func TestMethodAndPath(t *testing.T) {
+	f := newFixture(t)
+	resp, err := http.Post(f.srv.URL+"/healthz", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /healthz = %d, want 405", resp.StatusCode)
+	}
+	if code, _, _ := get(t, f.srv.URL+"/nope"); code != http.StatusNotFound {
+		t.Errorf("GET /nope = %d, want 404", code)
+	}
+}
