@@ -197,7 +197,7 @@ func (s *Server) brandAuth(next http.Handler) http.Handler {
 			s.creds.add(brand, secret)
 		}
 		infoFrom(r.Context()).brand = brand
-		if pathBrand(r) != brand {
+		if p := pathBrand(r); p != "" && p != brand { // no brand at all is the router's 404
 			s.fail(w, r, errForbidden)
 			return
 		}

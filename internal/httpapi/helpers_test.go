@@ -272,3 +272,7 @@ func unchanged(t *testing.T, s keystore.Store, before snapshot) {
 		t.Errorf("store changed:\nbefore %+v\nafter  %+v", before, after)
 	}
 }
+
+func httptestRequest(method, target string) *http.Request {
+	return httptest.NewRequest(method, target, nil)
+}
