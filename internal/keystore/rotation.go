@@ -10,15 +10,15 @@ import (
 // which keys have served their retire grace, and the totals behind the
 // rotation gauges. They are on reader so that Store and Tx both have them.
 
-// DueDomains lists up to limit domains whose next check, rotation or pending
-// switch is due at now. Domains never checked come first, so that a new
-// domain's first check is not queued behind a backlog of settled ones.
+// DueDomains lists up to limit domains whose next look by the rotation loop
+// is due at now. The loop keeps next_check_at at or before the domain's next
+// rotation, pending switch and retire-grace end, so this one column is the
+// whole schedule. Domains never checked come first, so that a new domain's
+// first check is not queued behind a backlog of settled ones.
 func (r reader) DueDomains(ctx context.Context, now time.Time, limit int) ([]Domain, error) {
 	us := micros(now)
 	rows, err := r.q.QueryContext(ctx, `SELECT `+domainColumns+` FROM domains
 		WHERE next_check_at <= $1
-			OR (next_rotation_at > 0 AND next_rotation_at <= $1)
-			OR (pending_switch_at > 0 AND pending_switch_at <= $1)
 		ORDER BY CASE WHEN last_checked_at = 0 THEN 0 ELSE 1 END, next_check_at, name
 		LIMIT $2`, us, limit)
 	if err != nil {

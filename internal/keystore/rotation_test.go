@@ -21,8 +21,8 @@ func TestRotationQueries(t *testing.T) {
 				{Name: "later.dk", NextCheckAt: base.Add(time.Hour)},
 				{Name: "checked.dk", NextCheckAt: base.Add(-time.Hour), LastCheckedAt: base.Add(-2 * time.Hour)},
 				{Name: "new.dk", NextCheckAt: base, Status: keystore.StatusPendingDNS},
-				{Name: "rotate.dk", NextCheckAt: base.Add(time.Hour), NextRotationAt: base.Add(-time.Minute), LastCheckedAt: base.Add(-time.Hour)},
-				{Name: "switch.dk", NextCheckAt: base.Add(time.Hour), PendingSwitchAt: base, LastCheckedAt: base.Add(-time.Hour)},
+				{Name: "rotate.dk", NextCheckAt: base.Add(-time.Minute), NextRotationAt: base.Add(-time.Minute), LastCheckedAt: base.Add(-time.Hour)},
+				{Name: "switch.dk", NextCheckAt: base, PendingSwitchAt: base, LastCheckedAt: base.Add(-time.Hour)},
 			} {
 				d.Label, d.Brand, d.ActiveSelector, d.KeyBits, d.CreatedAt, d.UpdatedAt = d.Name[:len(d.Name)-3], "b", "selector1", 2048, base, base
 				if d.Status == "" {
