@@ -274,11 +274,12 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if s.rot == nil {
+	rot := s.rotator()
+	if rot == nil {
 		s.fail(w, r, errRotationOff)
 		return
 	}
-	d, keys, err := s.rot.RequestRotation(r.Context(), d.Brand, d.Name, emergency, s.actor(r))
+	d, keys, err := rot.RequestRotation(r.Context(), d.Brand, d.Name, emergency, s.actor(r))
 	if errors.Is(err, keystore.ErrNotFound) {
 		err = errDomainNotFound
 	}
@@ -310,11 +311,12 @@ func (s *Server) checkDNS(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if s.rot == nil {
+	rot := s.rotator()
+	if rot == nil {
 		s.fail(w, r, errRotationOff)
 		return
 	}
-	rep, err := s.rot.CheckDNS(r.Context(), d.Brand, d.Name)
+	rep, err := rot.CheckDNS(r.Context(), d.Brand, d.Name)
 	if errors.Is(err, keystore.ErrNotFound) {
 		err = errDomainNotFound
 	}

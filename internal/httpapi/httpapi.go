@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -65,7 +66,7 @@ type Options struct {
 type Server struct {
 	store       keystore.Store
 	svc         *provision.Service
-	rot         Rotator
+	rot         atomic.Pointer[Rotator]
 	zone        string
 	log         *slog.Logger
 	metrics     *Metrics
@@ -95,7 +96,7 @@ func New(o Options) *Server {
 		o.Lockout = time.Minute
 	}
 	s := &Server{
-		store: o.Store, svc: o.Service, rot: o.Rotator, zone: o.Service.Zone, log: o.Log,
+		store: o.Store, svc: o.Service, zone: o.Service.Zone, log: o.Log,
 		metrics: o.Metrics, now: o.Now,
 		creds:    newCredCache(o.CredentialTTL, o.Now),
 		throttle: newThrottle(o.MaxFailures, o.FailureWindow, o.Lockout, o.Now),
@@ -103,8 +104,27 @@ func New(o Options) *Server {
 	if o.OperatorToken != "" {
 		s.operatorSum, s.operatorSet = sha256.Sum256([]byte(o.OperatorToken)), true
 	}
+	s.SetRotator(o.Rotator)
 	s.router = s.routes()
 	return s
+}
+
+// SetRotator plugs in (or, with nil, removes) the rotation service. It is
+// safe while requests are served, since the rotation loop may start after
+// the API listener.
+func (s *Server) SetRotator(r Rotator) {
+	if r == nil {
+		s.rot.Store(nil)
+		return
+	}
+	s.rot.Store(&r)
+}
+
+func (s *Server) rotator() Rotator {
+	if r := s.rot.Load(); r != nil {
+		return *r
+	}
+	return nil
 }
 
 // ServeHTTP serves one request.
