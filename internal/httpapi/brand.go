@@ -64,11 +64,13 @@ type cnameEntry struct {
 	Target string `json:"target"`
 }
 
+// timeOrNil shows a time in UTC at the store's precision (microseconds), so
+// that an answer from memory and one from the store read the same.
 func timeOrNil(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
 	}
-	u := t.UTC()
+	u := t.UTC().Truncate(time.Microsecond)
 	return &u
 }
 

@@ -81,7 +81,7 @@ type envOption func(*Options)
 
 func newEnv(t *testing.T, store keystore.Store, opts ...envOption) *env {
 	t.Helper()
-	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)} // nanoseconds: the store keeps microseconds
 	svc := provisiontest.Service(t, store, testZone, c.now)
 	logs := &lockedBuffer{}
 	reg := prometheus.NewRegistry()

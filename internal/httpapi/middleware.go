@@ -92,7 +92,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		d := s.now().Sub(start)
 		attrs := []slog.Attr{
 			slog.String("method", r.Method), slog.String("route", route), slog.Int("status", sw.status),
-			slog.Duration("duration", d), slog.String("brand", info.brand), slog.String("request_id", info.id),
+			slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("brand", info.brand), slog.String("request_id", info.id),
 			slog.String("remote", r.RemoteAddr),
 		}
 		level := slog.LevelInfo

@@ -258,7 +258,7 @@ func TestLogsAndMetrics(t *testing.T) {
 			t.Errorf("log %s = %v, want %v", k, put[k], want)
 		}
 	}
-	if _, ok := put["duration"]; !ok {
+	if _, ok := put["duration_ms"].(float64); !ok {
 		t.Error("no duration in the log")
 	}
 	if lines[1]["route"] != "unmatched" {
