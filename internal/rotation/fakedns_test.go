@@ -1,0 +1,158 @@
+package rotation_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"dkimd/internal/dkimkey"
+	"dkimd/internal/keystore"
+	"dkimd/internal/provision"
+)
+
+// cnameMode is what a customer's DNS holds for one selector.
+type cnameMode int
+
+const (
+	cnameOK      cnameMode = iota // CNAME to our TXT name
+	cnameMissing                  // NXDOMAIN
+	cnameWrong                    // CNAME somewhere else
+)
+
+// resolverMode is how the fake resolver itself behaves.
+type resolverMode int
+
+const (
+	resolverHonest  resolverMode = iota
+	resolverTimeout              // drops every query
+	resolverLies                 // answers a different question
+)
+
+// publicDNS is a recursive resolver on loopback that answers for the
+// customers' names as their DNS says at the fake clock's time, and for
+// dkimd's zone from the store, as dkimd's own DNS server would.
+type publicDNS struct {
+	t     testing.TB
+	store keystore.Reader
+	zone  string
+	now   func() time.Time
+	// customer tells what the customer's DNS holds for domain's selector at t.
+	customer func(domain, selector string, t time.Time) cnameMode
+
+	mu   sync.Mutex
+	mode resolverMode
+
+	addr string
+}
+
+func startPublicDNS(t testing.TB, store keystore.Reader, zone string, now func() time.Time,
+	customer func(domain, selector string, t time.Time) cnameMode) *publicDNS {
+	t.Helper()
+	p := &publicDNS{t: t, store: store, zone: zone, now: now, customer: customer}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: p}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	p.addr = pc.LocalAddr().String()
+	return p
+}
+
+func (p *publicDNS) setMode(m resolverMode) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.mode = m
+}
+
+var selectors = []string{provision.Selector1Ed25519, provision.Selector2Ed25519, provision.Selector1, provision.Selector2}
+
+// ourTXT is the record dkimd's zone holds at name, "" when none.
+func (p *publicDNS) ourTXT(name string) string {
+	first, rest, ok := strings.Cut(name, ".")
+	if !ok || rest != "_domainkey."+p.zone {
+		return ""
+	}
+	for _, sel := range selectors {
+		label, ok := strings.CutPrefix(first, sel+"-")
+		if !ok {
+			continue
+		}
+		ctx := context.Background()
+		d, err := p.store.DomainByLabel(ctx, label)
+		if err != nil {
+			return ""
+		}
+		keys, err := p.store.Keys(ctx, keystore.OwnerDomain, d.Name)
+		if err != nil {
+			return ""
+		}
+		for _, k := range keys {
+			if k.Selector == sel {
+				return dkimkey.TXTValue(k.Algorithm, k.PublicKey)
+			}
+		}
+		return ""
+	}
+	return ""
+}
+
+func (p *publicDNS) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
+	p.mu.Lock()
+	mode := p.mode
+	p.mu.Unlock()
+	if mode == resolverTimeout || len(q.Question) != 1 {
+		return
+	}
+	m := new(dns.Msg)
+	m.SetReply(q)
+	m.RecursionAvailable = true
+	name := strings.ToLower(strings.TrimSuffix(q.Question[0].Name, "."))
+	if mode == resolverLies {
+		m.Question[0].Name = "elsewhere.example."
+		rr, _ := dns.NewRR("elsewhere.example. 300 IN A 192.0.2.1")
+		m.Answer = append(m.Answer, rr)
+		_ = w.WriteMsg(m)
+		return
+	}
+	txtAt := func(owner, value string) {
+		m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: dns.Fqdn(owner), Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300},
+			Txt: dkimkey.SplitTXT(value)})
+	}
+	if txt := p.ourTXT(name); txt != "" {
+		txtAt(name, txt)
+		_ = w.WriteMsg(m)
+		return
+	}
+	sel, domain, ok := strings.Cut(name, "._domainkey.")
+	if !ok {
+		m.Rcode = dns.RcodeNameError
+		_ = w.WriteMsg(m)
+		return
+	}
+	label := strings.ReplaceAll(domain, ".", "-")
+	switch p.customer(domain, sel, p.now()) {
+	case cnameMissing:
+		m.Rcode = dns.RcodeNameError
+	case cnameWrong:
+		target := sel + "-" + label + "._domainkey.other-provider.example."
+		m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: dns.Fqdn(name), Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 300}, Target: target})
+		txtAt(target, "v=DKIM1; k=rsa; p=AAAA")
+	case cnameOK:
+		target := sel + "-" + label + "._domainkey." + p.zone
+		m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: dns.Fqdn(name), Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 300}, Target: dns.Fqdn(target)})
+		if txt := p.ourTXT(target); txt != "" {
+			txtAt(target, txt)
+		}
+	}
+	_ = w.WriteMsg(m)
+}
