@@ -2,7 +2,7 @@ package rotation_test
 
 import (
 	"context"
-		"strings"
+	"strings"
 	"sync"
 	"testing"
 	"time"
