@@ -1,0 +1,220 @@
+package signer
+
+import (
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"dkimd/internal/dkimkey"
+	"dkimd/internal/domainname"
+	"dkimd/internal/keystore"
+	"dkimd/internal/provision"
+)
+
+// Bounds on the in-memory caches. Past them a cache starts over: simpler
+// than an LRU, and a cache this size is rebuilt from the store in seconds.
+const (
+	maxPlans = 100_000
+	maxKeys  = 20_000
+)
+
+// signingKey is one parsed private key and where it is published.
+type signingKey struct {
+	selector, algorithm, fingerprint string
+	signer                           crypto.Signer
+}
+
+// plan is the signing decision for one From domain, kept until the keys
+// change (Invalidate) or it is older than MaxAge.
+type plan struct {
+	fromDomain string
+	mode       string
+	domain     string        // d=
+	keys       []*signingKey // RSA first
+	refusal    *Refusal      // not nil: do not sign, and why
+	gen        uint64
+	loadedAt   time.Time
+}
+
+type keyID struct {
+	kind                         keystore.OwnerKind
+	owner, selector, fingerprint string
+}
+
+// cache holds the signing decisions per From domain and the parsed private
+// keys. Parsing an RSA key (unseal, PKCS#8, precomputation) costs about as
+// much as a signature, so each key is parsed once.
+type cache struct {
+	s   *Signer
+	gen atomic.Uint64
+
+	mu    sync.RWMutex
+	plans map[string]*plan
+	keys  map[keyID]*signingKey
+}
+
+func newCache(s *Signer) *cache {
+	return &cache{s: s, plans: make(map[string]*plan), keys: make(map[keyID]*signingKey)}
+}
+
+func (c *cache) invalidate() { c.gen.Add(1) }
+
+// plan returns the decision for a From domain as written in the message.
+func (c *cache) plan(ctx context.Context, from string) (*plan, error) {
+	domain, err := domainname.Normalize(from, c.s.opts.Zone)
+	if err != nil {
+		return nil, refuse(CodeBadFrom, "the From domain %q is not a domain dkimd signs for: %v", truncate(from, 80), err)
+	}
+	gen := c.gen.Load()
+	now := c.s.opts.Now()
+	c.mu.RLock()
+	p := c.plans[domain]
+	c.mu.RUnlock()
+	if p != nil && p.gen == gen && now.Sub(p.loadedAt) < c.s.opts.MaxAge {
+		return p, nil
+	}
+	fresh, err := c.resolve(ctx, domain)
+	if err != nil {
+		if p != nil {
+			// The store is away: keep signing with what was true a moment
+			// ago rather than stop the mail (SPEC.md "Storage").
+			c.s.metrics.stale.Inc()
+			c.s.opts.Log.Warn("signing with cached keys, the store failed", slog.String("domain", domain), slog.Any("err", err))
+			return p, nil
+		}
+		return nil, err
+	}
+	fresh.gen, fresh.loadedAt = gen, now
+	c.mu.Lock()
+	if len(c.plans) >= maxPlans {
+		clear(c.plans)
+	}
+	c.plans[domain] = fresh
+	c.mu.Unlock()
+	return fresh, nil
+}
+
+// resolve decides from the store how mail from domain is signed.
+func (c *cache) resolve(ctx context.Context, domain string) (*plan, error) {
+	st := c.s.opts.Store
+	d, err := st.Domain(ctx, domain)
+	found := err == nil
+	if err != nil && !errors.Is(err, keystore.ErrNotFound) {
+		return nil, fmt.Errorf("signer: %w", err)
+	}
+	if found && d.Status == keystore.StatusActive {
+		keys, err := c.active(ctx, keystore.OwnerDomain, domain, d.ActiveSelector)
+		if err != nil {
+			return nil, err
+		}
+		if keys != nil {
+			return &plan{fromDomain: domain, mode: ModeAligned, domain: domain, keys: keys}, nil
+		}
+		c.s.opts.Log.Warn("active domain has no active RSA key, signing with the brand's key", slog.String("domain", domain))
+	}
+
+	brands, err := st.MaildomainBrands(ctx, domain)
+	if err != nil {
+		return nil, fmt.Errorf("signer: %w", err)
+	}
+	brand := ""
+	switch {
+	case found && slices.Contains(brands, d.Brand):
+		brand = d.Brand
+	case len(brands) == 1:
+		brand = brands[0]
+	case len(brands) == 0:
+		return &plan{fromDomain: domain, refusal: refuse(CodeUnknownDomain, "%s is not a maildomain of any brand", domain)}, nil
+	default:
+		// Signing for one of them would vouch for mail the other may have
+		// sent: refuse until an operator removes the duplicate.
+		return &plan{fromDomain: domain, refusal: refuse(CodeAmbiguousDomain, "%s is a maildomain of %d brands", domain, len(brands))}, nil
+	}
+	keys, err := c.active(ctx, keystore.OwnerBrand, brand, provision.Selector1)
+	if err != nil {
+		return nil, err
+	}
+	if keys == nil {
+		return &plan{fromDomain: domain, refusal: refuse(CodeNoActiveKey, "brand %s of %s has no active key", brand, domain)}, nil
+	}
+	return &plan{fromDomain: domain, mode: ModeFallback, domain: brand + "." + c.s.opts.Zone, keys: keys}, nil
+}
+
+// active returns the owner's active RSA key (preferring the selector the
+// owner says is active) and, when there is one, its active Ed25519 key; nil
+// when there is no active RSA key, since Ed25519 never signs alone.
+func (c *cache) active(ctx context.Context, kind keystore.OwnerKind, owner, preferred string) ([]*signingKey, error) {
+	all, err := c.s.opts.Store.Keys(ctx, kind, owner)
+	if err != nil {
+		return nil, fmt.Errorf("signer: %w", err)
+	}
+	var rsaKey, edKey *keystore.Key
+	for i := range all {
+		k := &all[i]
+		if k.State != keystore.StateActive || k.SealedPrivateKey == nil {
+			continue
+		}
+		switch k.Algorithm {
+		case dkimkey.RSA:
+			if rsaKey == nil || k.Selector == preferred {
+				rsaKey = k
+			}
+		case dkimkey.Ed25519:
+			if edKey == nil {
+				edKey = k
+			}
+		}
+	}
+	if rsaKey == nil {
+		return nil, nil
+	}
+	var out []*signingKey
+	for _, k := range []*keystore.Key{rsaKey, edKey} {
+		if k == nil {
+			continue
+		}
+		sk, err := c.parsed(*k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sk)
+	}
+	return out, nil
+}
+
+// parsed returns the key parsed, from memory when it was parsed before.
+// The fingerprint is part of the cache key, so a rotated slot is a new entry.
+func (c *cache) parsed(k keystore.Key) (*signingKey, error) {
+	id := keyID{k.OwnerKind, k.Owner, k.Selector, k.Fingerprint}
+	c.mu.RLock()
+	sk := c.keys[id]
+	c.mu.RUnlock()
+	if sk != nil {
+		return sk, nil
+	}
+	priv, err := provision.OpenKey(c.s.opts.Box, k)
+	if err != nil {
+		return nil, fmt.Errorf("signer: open key %s/%s: %w", k.Owner, k.Selector, err)
+	}
+	if rk, ok := priv.(*rsa.PrivateKey); ok {
+		rk.Precompute()
+	}
+	sk = &signingKey{selector: k.Selector, algorithm: k.Algorithm, fingerprint: k.Fingerprint, signer: priv}
+	c.s.metrics.keyLoads.Inc()
+	c.s.opts.Log.Info("loaded signing key", slog.String("owner", k.Owner), slog.String("selector", k.Selector),
+		slog.String("fingerprint", k.Fingerprint))
+	c.mu.Lock()
+	if len(c.keys) >= maxKeys {
+		clear(c.keys)
+	}
+	c.keys[id] = sk
+	c.mu.Unlock()
+	return sk, nil
+}

@@ -1,0 +1,40 @@
+package signer
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Refusal codes: why a message was not signed. They are stable strings
+// that the HTTP endpoint puts in its error envelope and the milter logs.
+const (
+	CodeNoFrom            = "no-from"
+	CodeMultipleFrom      = "multiple-from"
+	CodeBadFrom           = "bad-from"
+	CodeHeaderUnparseable = "header-unparseable"
+	CodeHeaderTooLarge    = "header-too-large"
+	CodeUnknownDomain     = "unknown-domain"
+	CodeAmbiguousDomain   = "ambiguous-domain"
+	CodeNoActiveKey       = "no-active-key"
+)
+
+// Refusal is a message that is not signed, and why. It is the caller's
+// business (the message is not signable as it is), not a failure of dkimd:
+// the HTTP endpoint answers it with 422 and the milter lets the message pass.
+type Refusal struct {
+	Code   string
+	Reason string
+}
+
+func (r *Refusal) Error() string { return "signer: not signed: " + r.Reason }
+
+func refuse(code, format string, args ...any) *Refusal {
+	return &Refusal{Code: code, Reason: fmt.Sprintf(format, args...)}
+}
+
+// AsRefusal reports whether err is a refusal, and which.
+func AsRefusal(err error) (*Refusal, bool) {
+	var r *Refusal
+	ok := errors.As(err, &r)
+	return r, ok
+}

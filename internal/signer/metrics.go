@@ -1,0 +1,70 @@
+package signer
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	signed   *prometheus.CounterVec
+	refused  *prometheus.CounterVec
+	errors   prometheus.Counter
+	duration prometheus.Histogram
+	keyLoads prometheus.Counter
+	stale    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
+	cl := prometheus.Labels{"listener": listener}
+	m := &metrics{
+		signed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dkimd_sign_messages_total", ConstLabels: cl,
+			Help: "Messages signed, by mode (aligned: the From domain's key; fallback: the brand's key).",
+		}, []string{"mode"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dkimd_sign_refused_total", ConstLabels: cl,
+			Help: "Messages not signed, by reason code (no-from, unknown-domain, ...).",
+		}, []string{"code"}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dkimd_sign_errors_total", ConstLabels: cl,
+			Help: "Messages not signed because of a failure (store, key, read error), not the message.",
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "dkimd_sign_duration_seconds", ConstLabels: cl,
+			Help:    "Time from the header block to the finished signatures of a signed message.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, 1},
+		}),
+		keyLoads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dkimd_sign_key_loads_total", ConstLabels: cl,
+			Help: "Private keys unsealed and parsed into the signing cache.",
+		}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dkimd_sign_stale_plans_total", ConstLabels: cl,
+			Help: "Key choices served from memory past their age because the store failed.",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.signed, m.refused, m.errors, m.duration, m.keyLoads, m.stale} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observeSigned(r Result, d time.Duration) {
+	m.signed.WithLabelValues(r.Mode).Inc()
+	m.duration.Observe(d.Seconds())
+}
+
+func (m *metrics) observeError(err error) {
+	var r *Refusal
+	if errors.As(err, &r) {
+		m.refused.WithLabelValues(r.Code).Inc()
+		return
+	}
+	m.errors.Inc()
+}
