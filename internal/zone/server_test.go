@@ -525,7 +525,10 @@ func TestDig(t *testing.T) {
 			t.Errorf("dig %s +short TXT = %q, want %q", tcp, got, want)
 		}
 	}
-	for _, c := range []struct{ args []string; want []string }{
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
 		{[]string{"TXT", sel1}, []string{"status: NOERROR", "flags: qr aa;", "ANSWER: 1"}},
 		{[]string{"TXT", "nope._domainkey." + testZone}, []string{"status: NXDOMAIN", "flags: qr aa;", "AUTHORITY: 1", "300\tIN\tSOA"}},
 		{[]string{"TXT", "_domainkey." + testZone}, []string{"status: NOERROR", "ANSWER: 0", "AUTHORITY: 1"}},
