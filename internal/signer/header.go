@@ -106,7 +106,9 @@ func fromDomain(fields []field) (string, error) {
 	default:
 		return "", refuse(CodeMultipleFrom, "the message has %d From header fields", len(from))
 	}
-	addrs, err := addressParser.ParseList(from[0])
+	// Raw 8-bit display names in a legacy charset are common and harmless:
+	// only the address matters here, so they are masked before parsing.
+	addrs, err := addressParser.ParseList(strings.ToValidUTF8(from[0], "?"))
 	if err != nil {
 		return "", refuse(CodeBadFrom, "the From header field does not parse: %v", err)
 	}
