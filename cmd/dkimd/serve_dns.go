@@ -2,11 +2,67 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 
 	"golang.org/x/sync/errgroup"
+
+	"dkimd/internal/keystore"
+	"dkimd/internal/zone"
 )
 
-// startDNS starts the dns part of serve; each listener or loop stops when ctx ends.
+// startDNS starts the authoritative DNS server for the zone and the loops
+// that keep it current; they stop when ctx ends.
 func (a *app) startDNS(ctx context.Context, g *errgroup.Group) error {
+	if a.cfg.DNSAddr == "" {
+		a.log.Info("DNS server disabled")
+		return nil
+	}
+	opts := zone.Options{
+		Params: zone.Params{
+			Zone: a.cfg.Zone, NS: a.cfg.NS, NSAddrs: a.cfg.NSAddrs, SOAMbox: a.cfg.SOAMbox,
+			Refresh: a.cfg.SOARefresh, Retry: a.cfg.SOARetry, Expire: a.cfg.SOAExpire, Minimum: a.cfg.SOAMinimum,
+			TTL: a.cfg.RecordTTL,
+		},
+		Addr:        a.cfg.DNSAddr,
+		Secondaries: a.cfg.Secondaries,
+		XFRAllow:    a.cfg.XFRAllow,
+		Reconcile:   a.cfg.ReconcileInt,
+		Log:         a.log.With(slog.String("subsystem", "dns")),
+		Registry:    a.registry,
+	}
+	if a.cfg.TSIGKeyFile != "" {
+		k, err := zone.LoadTSIGKey(a.cfg.TSIGKeyFile)
+		if err != nil {
+			return fmt.Errorf("--tsig-key-file: %w", err)
+		}
+		opts.TSIG = &k
+	}
+	if a.store.Dialect() == keystore.Postgres {
+		// Changes committed by any replica arrive by LISTEN/NOTIFY.
+		opts.ListenURL = a.store.URL()
+	}
+	srv, err := zone.New(opts, a.store)
+	if err != nil {
+		return err
+	}
+	// This process's own commits, at once (the only path in SQLite mode).
+	a.store.OnCommit(func(uint32) { srv.Kick() })
+	if err := srv.Sync(ctx); err != nil {
+		return fmt.Errorf("dns: load zone: %w", err)
+	}
+	a.readiness().Register("zone", func(context.Context) error {
+		if srv.Snapshot() == nil {
+			return errors.New("zone not loaded")
+		}
+		return nil
+	})
+	if err := srv.Listen(); err != nil {
+		return fmt.Errorf("--dns-addr: %w", err)
+	}
+	a.log.Info("DNS listening", slog.String("addr", srv.Addr()), slog.String("zone", a.cfg.Zone),
+		slog.Uint64("serial", uint64(srv.Snapshot().Serial())), slog.Int("records", srv.Snapshot().Records()))
+	g.Go(func() error { return srv.Serve(ctx) })
 	return nil
 }
