@@ -18,6 +18,11 @@ const (
 	CodeNoActiveKey       = "no-active-key"
 )
 
+// ErrRead wraps a failure to read the message from its source: the
+// transport's problem (a client that went away, a truncated upload), not the
+// message's and not dkimd's.
+var ErrRead = errors.New("signer: reading the message failed")
+
 // Refusal is a message that is not signed, and why. It is the caller's
 // business (the message is not signable as it is), not a failure of dkimd:
 // the HTTP endpoint answers it with 422 and the milter lets the message pass.

@@ -160,6 +160,9 @@ func (s *Signer) Sign(ctx context.Context, r io.Reader) (Result, error) {
 	br := bufio.NewReaderSize(r, 32<<10)
 	header, eoh, err := readHeader(br, s.opts.MaxHeaderBytes)
 	if err != nil {
+		if _, ok := AsRefusal(err); !ok {
+			err = fmt.Errorf("%w: %w", ErrRead, err)
+		}
 		s.metrics.observeError(err)
 		return Result{}, err
 	}
@@ -174,7 +177,7 @@ func (s *Signer) Sign(ctx context.Context, r io.Reader) (Result, error) {
 	if _, err := io.Copy(m, br); err != nil {
 		m.Abort()
 		s.metrics.observeError(err)
-		return Result{}, fmt.Errorf("signer: read message: %w", err)
+		return Result{}, fmt.Errorf("%w: %w", ErrRead, err)
 	}
 	return m.Close()
 }

@@ -1,0 +1,224 @@
+// Package signhttp is the MTA's HTTP sign endpoint, `POST /v1/sign`: raw
+// message in, the DKIM-Signature header field(s) to prepend out (SPEC.md
+// "Command line"). It streams the body through the signer, so a message's
+// size costs no heap, and enforces the size limit and the bearer token.
+//
+// It owns the transport only: which key signs and how is package signer's.
+package signhttp
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"dkimd/internal/signer"
+)
+
+// Options configure the handler.
+type Options struct {
+	Signer *signer.Signer
+	// Token, when set, must come as `Authorization: Bearer <token>`.
+	Token string
+	// MaxBytes is the largest message accepted; larger ones get 413.
+	MaxBytes int64
+	Log      *slog.Logger
+	// Registerer receives dkimd_sign_http_* metrics; nil registers none.
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+}
+
+type handler struct {
+	opts     Options
+	requests *prometheus.CounterVec
+	duration prometheus.Histogram
+}
+
+// New returns the endpoint's handler.
+func New(opts Options) (http.Handler, error) {
+	if opts.Signer == nil || opts.MaxBytes <= 0 {
+		return nil, errors.New("signhttp: a signer and a positive size limit are required")
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	h := &handler{
+		opts: opts,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dkimd_sign_http_requests_total",
+			Help: "Requests to the HTTP sign endpoint, by status code.",
+		}, []string{"code"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "dkimd_sign_http_request_duration_seconds",
+			Help:    "Time to answer a sign request, reading the message included.",
+			Buckets: []float64{.001, .002, .005, .01, .025, .05, .1, .25, 1, 5},
+		}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{h.requests, h.duration} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/sign", h)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, requestID(r), http.StatusNotFound, "NOT_FOUND", "no such resource; the sign endpoint is POST /v1/sign")
+	})
+	return mux, nil
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := h.opts.Now()
+	id := requestID(r)
+	w.Header().Set("X-Request-Id", id)
+	sw := &statusWriter{ResponseWriter: w}
+	h.serve(sw, r, id)
+	h.requests.WithLabelValues(strconv.Itoa(sw.status)).Inc()
+	h.duration.Observe(h.opts.Now().Sub(start).Seconds())
+}
+
+func (h *handler) serve(w http.ResponseWriter, r *http.Request, id string) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, id, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "the sign endpoint takes POST")
+		return
+	}
+	if h.opts.Token != "" && !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="dkimd-sign"`)
+		writeError(w, id, http.StatusUnauthorized, "UNAUTHORIZED", "missing or bad bearer token")
+		return
+	}
+	if r.ContentLength > h.opts.MaxBytes {
+		h.tooLarge(w, id)
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, h.opts.MaxBytes)
+	res, err := h.opts.Signer.Sign(r.Context(), body)
+	var tooBig *http.MaxBytesError
+	switch refusal, refused := signer.AsRefusal(err); {
+	case err == nil:
+	case errors.As(err, &tooBig):
+		h.tooLarge(w, id)
+		return
+	case refused:
+		h.opts.Log.Info("message not signed", slog.String("request_id", id), slog.String("code", refusal.Code),
+			slog.String("reason", refusal.Reason))
+		writeError(w, id, http.StatusUnprocessableEntity, envelopeCode(refusal.Code), refusal.Reason)
+		return
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads an answer.
+		h.opts.Log.Info("sign request abandoned", slog.String("request_id", id), slog.Any("err", err))
+		writeError(w, id, 499, "CLIENT_CLOSED", "the client closed the request")
+		return
+	case errors.Is(err, signer.ErrRead):
+		writeError(w, id, http.StatusBadRequest, "BAD_REQUEST", "the message could not be read: "+err.Error())
+		return
+	default:
+		h.opts.Log.Error("sign request failed", slog.String("request_id", id), slog.Any("err", err))
+		writeError(w, id, http.StatusServiceUnavailable, "UNAVAILABLE", "signing is not available, try again later")
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/plain; charset=utf-8")
+	hdr.Set("Dkim-Domain", res.Domain)
+	hdr.Set("Dkim-Selector", strings.Join(res.Selectors(), ", "))
+	hdr.Set("Dkim-Mode", res.Mode)
+	out := res.Header()
+	hdr.Set("Content-Length", strconv.Itoa(len(out)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(out))
+}
+
+func (h *handler) tooLarge(w http.ResponseWriter, id string) {
+	// The rest of the body is not worth reading: close the connection.
+	w.Header().Set("Connection", "close")
+	writeError(w, id, http.StatusRequestEntityTooLarge, "BODY_TOO_LARGE",
+		"the message is larger than "+strconv.FormatInt(h.opts.MaxBytes, 10)+" bytes")
+}
+
+func (h *handler) authorized(r *http.Request) bool {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(h.opts.Token)) == 1
+}
+
+// envelopeCode turns a signer refusal code into the API's code style:
+// "no-from" becomes "NO_FROM".
+func envelopeCode(code string) string {
+	return strings.ToUpper(strings.ReplaceAll(code, "-", "_"))
+}
+
+type envelopeError struct {
+	Code   string `json:"code"`
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Title  string `json:"title"`
+}
+
+// writeError answers in the Cloud-API v2 error envelope the brand API uses.
+func writeError(w http.ResponseWriter, id string, status int, code, title string) {
+	b, err := json.Marshal(struct {
+		Errors []envelopeError `json:"errors"`
+	}{[]envelopeError{{Code: code, ID: id, Status: strconv.Itoa(status), Title: title}}})
+	if err != nil {
+		b = []byte(`{"errors":[{"code":"INTERNAL","status":"500","title":"internal error"}]}`)
+		status = http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// requestID keeps a caller's short, plain X-Request-Id (Postfix-side
+// scripts can pass the queue id) and otherwise makes one.
+func requestID(r *http.Request) string {
+	in := r.Header.Get("X-Request-Id")
+	if len(in) > 0 && len(in) <= 128 {
+		ok := true
+		for i := 0; i < len(in) && ok; i++ {
+			c := in[i]
+			ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':'
+		}
+		if ok {
+			return in
+		}
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return hex.EncodeToString(b)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
