@@ -2,11 +2,90 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"dkimd/internal/signer"
+	"dkimd/internal/signhttp"
 )
 
-// startSign starts the sign part of serve; each listener or loop stops when ctx ends.
+// signShutdownTimeout bounds how long in-flight sign requests may finish
+// after SIGTERM; a signature takes milliseconds, reading a large message
+// over a slow link is what takes time.
+const signShutdownTimeout = 15 * time.Second
+
+// newSigner builds a signer for one transport: each listener owns its own,
+// told apart by the listener label of the dkimd_sign_* metrics. Commits that
+// change keys reach it through OnCommit; other replicas' commits on a shared
+// Postgres after at most signer.Options.MaxAge (30 s), which is harmless
+// since a rotated-out key stays published.
+func (a *app) newSigner(listener string) (*signer.Signer, error) {
+	s, err := signer.New(signer.Options{
+		Store: a.store, Box: a.box, Zone: a.cfg.Zone, Now: a.now,
+		Log: a.log.With(slog.String("listener", listener)), Registerer: a.registry, Listener: listener,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.store.OnCommit(func(uint32) { s.Invalidate() })
+	return s, nil
+}
+
+// startSign starts the MTA sign endpoint; it stops when ctx ends, letting
+// in-flight requests finish within signShutdownTimeout.
 func (a *app) startSign(ctx context.Context, g *errgroup.Group) error {
+	if a.cfg.SignAddr == "" {
+		a.log.Info("sign listener disabled")
+		return nil
+	}
+	s, err := a.newSigner("http")
+	if err != nil {
+		return err
+	}
+	h, err := signhttp.New(signhttp.Options{
+		Signer: s, Token: a.cfg.SignToken, MaxBytes: a.cfg.SignMaxBytes,
+		Log: a.log, Registerer: a.registry, Now: a.now,
+	})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		// Messages stream in; this bounds a stalled upload, not a large one
+		// on loopback (64 MB reads in well under a second).
+		ReadTimeout:    120 * time.Second,
+		WriteTimeout:   150 * time.Second,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 32 << 10,
+		ErrorLog:       slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", a.cfg.SignAddr)
+	if err != nil {
+		return fmt.Errorf("--sign-addr: %w", err)
+	}
+	a.log.Info("sign endpoint listening", slog.String("addr", ln.Addr().String()),
+		slog.Bool("token", a.cfg.SignToken != ""), slog.Int64("max_bytes", a.cfg.SignMaxBytes))
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("sign listener: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), signShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			a.log.Warn("sign listener did not shut down cleanly", slog.String("error", err.Error()))
+		}
+		return nil
+	})
 	return nil
 }
