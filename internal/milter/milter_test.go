@@ -1,0 +1,200 @@
+package milter_test
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"dkimd/internal/milter"
+	"dkimd/internal/signer"
+	"dkimd/internal/signer/signertest"
+)
+
+// startMilter serves the milter on a loopback port.
+func startMilter(t *testing.T, f *signertest.Fixture, reg *prometheus.Registry) string {
+	t.Helper()
+	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Registerer: reg, Listener: "milter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := milter.New(milter.Options{Signer: s, Registerer: reg, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(ln) }()
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+type field struct{ name, value string }
+
+// runMilter drives one message through the milter protocol as an MTA does,
+// in one session per call unless sess is given, and returns the actions.
+func runMilter(t *testing.T, sess *gomilter.ClientSession, fields []field, body string) ([]gomilter.ModifyAction, *gomilter.Action) {
+	t.Helper()
+	for _, f := range fields {
+		act, err := sess.HeaderField(f.name, f.value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if act.Code != gomilter.ActContinue {
+			return nil, act
+		}
+	}
+	act, err := sess.HeaderEnd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if act.Code != gomilter.ActContinue {
+		return nil, act
+	}
+	mods, act, err := sess.BodyReadFrom(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mods, act
+}
+
+func session(t *testing.T, addr string) *gomilter.ClientSession {
+	t.Helper()
+	c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
+		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader,
+	})
+	sess, err := c.Session()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close() })
+	return sess
+}
+
+func fieldsFor(from string) []field {
+	// As Postfix sends them: no space after the colon, LF inside folds.
+	return []field{
+		{"Received", "from client.example (client.example [192.0.2.1])\n\tby mx.example (Postfix) with ESMTP id ABC123"},
+		{"From", "Alice <alice@" + from + ">"},
+		{"To", "bob@example.net,\n carol@example.net"},
+		{"Subject", "milter test"},
+		{"Date", "Sun, 29 Nov 2026 06:00:00 +0000"},
+		{"Message-ID", "<m1@" + from + ">"},
+	}
+}
+
+// assemble builds the message the MTA delivers after the milter's actions,
+// as the MTA writes it: inserted fields at the top, CRLF.
+func assemble(t *testing.T, mods []gomilter.ModifyAction, fields []field, body string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	// Each insert at index 0 goes on top, so the last one ends up first.
+	var top []string
+	for _, m := range mods {
+		if m.Code != gomilter.ActInsertHeader || m.HeaderIndex != 0 {
+			t.Fatalf("unexpected action %+v", m)
+		}
+		top = append([]string{m.HeaderName + ": " + strings.ReplaceAll(m.HeaderValue, "\n", "\r\n") + "\r\n"}, top...)
+	}
+	for _, s := range top {
+		b.WriteString(s)
+	}
+	for _, f := range fields {
+		b.WriteString(f.name + ": " + strings.ReplaceAll(f.value, "\n", "\r\n") + "\r\n")
+	}
+	b.WriteString("\r\n")
+	b.WriteString(body)
+	return b.Bytes()
+}
+
+func TestMilterSigns(t *testing.T) {
+	f := signertest.New(t)
+	reg := prometheus.NewRegistry()
+	addr := startMilter(t, f, reg)
+	body := strings.Repeat("a line of the body, sent in chunks\r\n", 5000)
+	for _, tc := range []struct {
+		name, from, d string
+		sigs          int
+	}{
+		{"aligned rsa", signertest.AlignedRSA, signertest.AlignedRSA, 1},
+		{"aligned ed25519", signertest.AlignedEd, signertest.AlignedEd, 2},
+		{"fallback", signertest.FallbackRSA, signertest.Brand + "." + signertest.Zone, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fields := fieldsFor(tc.from)
+			mods, act := runMilter(t, session(t, addr), fields, body)
+			if act.Code != gomilter.ActAccept {
+				t.Fatalf("action %c, want accept", act.Code)
+			}
+			if len(mods) != tc.sigs {
+				t.Fatalf("%d modifications, want %d inserted signatures", len(mods), tc.sigs)
+			}
+			msg := assemble(t, mods, fields, body)
+			if !bytes.HasPrefix(msg, []byte("DKIM-Signature: v=1;")) && !bytes.HasPrefix(msg, []byte("DKIM-Signature: a=rsa-sha256;")) {
+				t.Fatalf("message does not start with the RSA signature:\n%.300s", msg)
+			}
+			vs := signertest.VerifyGo(t, f.DNS.Addr, msg)
+			if len(vs) != tc.sigs {
+				t.Fatalf("%d signatures verified, want %d", len(vs), tc.sigs)
+			}
+			for _, v := range vs {
+				if v.Err != nil || v.Domain != tc.d {
+					t.Errorf("d=%s: %v", v.Domain, v.Err)
+				}
+			}
+		})
+	}
+}
+
+func TestMilterPassesUnsignableMail(t *testing.T) {
+	f := signertest.New(t)
+	reg := prometheus.NewRegistry()
+	addr := startMilter(t, f, reg)
+	sess := session(t, addr)
+	// Several messages on one connection, as Postfix reuses it: an
+	// unsignable one must not leak its header into the next.
+	for _, tc := range []struct {
+		name   string
+		fields []field
+		signed bool
+	}{
+		{"unknown domain", fieldsFor(signertest.Unknown), false},
+		{"no From", []field{{"Subject", "x"}}, false},
+		{"signable after refusals", fieldsFor(signertest.AlignedRSA), true},
+		{"two From", append(fieldsFor(signertest.AlignedRSA), field{"From", "x@" + signertest.AlignedRSA}), false},
+		{"signable again", fieldsFor(signertest.AlignedEd), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mods, act := runMilter(t, sess, tc.fields, "body\r\n")
+			if act.Code != gomilter.ActAccept {
+				t.Fatalf("action %c, want accept", act.Code)
+			}
+			if tc.signed != (len(mods) > 0) {
+				t.Fatalf("modifications %+v, signed want %v", mods, tc.signed)
+			}
+			if tc.signed {
+				for _, v := range signertest.VerifyGo(t, f.DNS.Addr, assemble(t, mods, tc.fields, "body\r\n")) {
+					if v.Err != nil {
+						t.Errorf("verify: %v", v.Err)
+					}
+				}
+			}
+		})
+	}
+}
