@@ -206,6 +206,15 @@ func (s *Server) brandAuth(next http.Handler) http.Handler {
 }
 
 func (s *Server) verifyBrand(r *http.Request, brand, secret string) (bool, error) {
+	// Each argon2 run takes 64 MiB and a core for ~100 ms: bound how many run
+	// at once, so that a flood of bad logins from many addresses queues up
+	// instead of exhausting memory.
+	select {
+	case s.argonSlots <- struct{}{}:
+		defer func() { <-s.argonSlots }()
+	case <-r.Context().Done():
+		return false, r.Context().Err()
+	}
 	b, err := s.store.Brand(r.Context(), brand)
 	exists := err == nil
 	switch {

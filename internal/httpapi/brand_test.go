@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"dkimd/internal/dkimkey"
@@ -261,5 +262,58 @@ func TestPutErrors(t *testing.T) {
 				t.Errorf("selectors %v, want %s", sels, want)
 			}
 		})
+	})
+}
+
+// TestConcurrentPut is provisioning scripts retrying in parallel: exactly one
+// PUT creates, the others see the same keys.
+func TestConcurrentPut(t *testing.T) {
+	keystoretest.ForEach(t, func(t *testing.T, store *keystore.SQL) {
+		e := newEnv(t, store)
+		e.brand("acme", "spamtrap.dk")
+		// Verify the secret once, so that the PUTs race in provisioning and
+		// not in six parallel argon2 runs.
+		wantStatus(t, e.do(e.as("acme", "GET", dkimPath+"/acme")), 404)
+		const n = 6
+		codes := make(chan int, n)
+		fps := make(chan string, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w := e.do(e.as("acme", "PUT", dkimPath+"/acme/spamtrap.dk"))
+				codes <- w.Code
+				var got domainEntry
+				if err := json.Unmarshal(w.Body.Bytes(), &got); err == nil && len(got.Selectors) > 0 {
+					fps <- got.Selectors[0].Fingerprint
+				} else {
+					fps <- "body: " + w.Body.String()
+				}
+			}()
+		}
+		wg.Wait()
+		close(codes)
+		close(fps)
+		count := map[int]int{}
+		for c := range codes {
+			count[c]++
+		}
+		if count[201] != 1 || count[200] != n-1 {
+			t.Errorf("statuses %v, want one 201 and %d 200", count, n-1)
+		}
+		first := ""
+		for fp := range fps {
+			if first == "" {
+				first = fp
+			}
+			if fp != first {
+				t.Errorf("answers show different keys: %s vs %s", fp, first)
+			}
+		}
+		keys, err := store.Keys(t.Context(), keystore.OwnerDomain, "spamtrap.dk")
+		if err != nil || len(keys) != 2 || keys[0].Fingerprint != first {
+			t.Errorf("stored keys %d (%v), first %s", len(keys), err, first)
+		}
 	})
 }

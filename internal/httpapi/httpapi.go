@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,7 @@ type Server struct {
 	operatorSum [sha256.Size]byte
 	operatorSet bool
 	creds       *credCache
+	argonSlots  chan struct{}
 	throttle    *throttle
 	router      chi.Router
 }
@@ -98,8 +100,9 @@ func New(o Options) *Server {
 	s := &Server{
 		store: o.Store, svc: o.Service, zone: o.Service.Zone, log: o.Log,
 		metrics: o.Metrics, now: o.Now,
-		creds:    newCredCache(o.CredentialTTL, o.Now),
-		throttle: newThrottle(o.MaxFailures, o.FailureWindow, o.Lockout, o.Now),
+		creds:      newCredCache(o.CredentialTTL, o.Now),
+		argonSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		throttle:   newThrottle(o.MaxFailures, o.FailureWindow, o.Lockout, o.Now),
 	}
 	if o.OperatorToken != "" {
 		s.operatorSum, s.operatorSet = sha256.Sum256([]byte(o.OperatorToken)), true
