@@ -547,3 +547,74 @@ func TestDig(t *testing.T) {
 		}
 	}
 }
+
+// Two replicas on one Postgres: a write through one store handle is
+// answered by the other replica's DNS within a second (LISTEN/NOTIFY), and
+// the serials agree.
+func TestReplicasOnPostgres(t *testing.T) {
+	ctx := context.Background()
+	url := keystoretest.PostgresURL(t)
+	open := func() *keystore.SQL {
+		s, err := keystore.OpenPostgres(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if _, err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	writer, reader := open(), open()
+	svc := provisiontest.Service(t, writer, testZone, nil)
+	actor := provision.Actor{Name: "test"}
+	if _, err := svc.CreateBrand(ctx, "acme", actor); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.AddMaildomain(ctx, "acme", "example.com", actor); err != nil {
+		t.Fatal(err)
+	}
+	// A long reconcile interval: only NOTIFY can make the deadline.
+	a := startServer(t, reader, zone.Options{ListenURL: url, Reconcile: time.Hour})
+	b := startServer(t, writer, zone.Options{ListenURL: url, Reconcile: time.Hour})
+	time.Sleep(100 * time.Millisecond) // let both LISTEN connections come up
+
+	name := "selector1-example-com._domainkey." + testZone + "."
+	start := time.Now()
+	if _, _, _, err := svc.CreateDomain(ctx, "acme", "example.com", provision.DomainOptions{}, actor); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := writer.Keys(ctx, keystore.OwnerDomain, "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := dkimkey.TXTValue(keys[0].Algorithm, keys[0].PublicKey)
+	waitTXT(t, a.Addr(), name, want, start)
+	waitTXT(t, b.Addr(), name, want, start)
+	serial, _ := writer.Serial(ctx)
+	for _, s := range []*zone.Server{a, b} {
+		r := exchange(t, "udp", s.Addr(), query(testZone+".", dns.TypeSOA))
+		if got := r.Answer[0].(*dns.SOA).Serial; got != serial {
+			t.Errorf("replica serial %d, database %d", got, serial)
+		}
+	}
+	start = time.Now()
+	if err := svc.DeleteDomain(ctx, "acme", "example.com", actor); err != nil {
+		t.Fatal(err)
+	}
+	waitTXT(t, a.Addr(), name, "", start)
+}
+
+// The periodic reconcile heals a replica that missed every notification.
+func TestReconcileWithoutNotify(t *testing.T) {
+	ctx := context.Background()
+	store := keystoretest.Open(t, keystore.SQLite)
+	svc := provisiontest.Service(t, store, testZone, nil)
+	srv := startServer(t, store, zone.Options{Reconcile: 200 * time.Millisecond}) // no commit hook
+	start := time.Now()
+	if _, err := svc.CreateBrand(ctx, "acme", provision.Actor{Name: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := store.Keys(ctx, keystore.OwnerBrand, "acme")
+	waitTXT(t, srv.Addr(), "selector1._domainkey.acme."+testZone+".", dkimkey.TXTValue(keys[0].Algorithm, keys[0].PublicKey), start)
+}
