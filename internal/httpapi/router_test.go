@@ -3,7 +3,9 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -12,8 +14,10 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"dkimd/internal/domainname"
 	"dkimd/internal/keystore"
 	"dkimd/internal/keystore/keystoretest"
 	"dkimd/internal/provision"
@@ -141,38 +145,9 @@ func TestPagination(t *testing.T) {
 	}
 }
 
-// fakeRotator answers like the rotation service does; the real one is
-// tested in package rotation. Here only the HTTP mapping is under test.
-type fakeRotator struct {
-	store     keystore.Store
-	err       error
-	emergency bool
-	actor     provision.Actor
-}
-
-func (f *fakeRotator) RequestRotation(ctx context.Context, brand, domain string, emergency bool, actor provision.Actor) (keystore.Domain, []keystore.Key, error) {
-	f.emergency, f.actor = emergency, actor
-	if f.err != nil {
-		return keystore.Domain{}, nil, f.err
-	}
-	d, err := f.store.Domain(ctx, domain)
-	if err != nil {
-		return d, nil, err
-	}
-	d.PendingSwitchAt = d.CreatedAt.Add(96 * time.Hour)
-	keys, err := f.store.Keys(ctx, keystore.OwnerDomain, domain)
-	return d, keys, err
-}
-
-func (f *fakeRotator) CheckDNS(ctx context.Context, brand, domain string) (rotation.DNSReport, error) {
-	if f.err != nil {
-		return rotation.DNSReport{}, f.err
-	}
-	return rotation.DNSReport{Domain: domain, CheckedAt: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), Selectors: []rotation.SelectorCheck{{
-		Selector: "selector1", CNAMEName: "selector1._domainkey." + domain, CNAMETarget: "t", Verdict: rotation.VerdictMissing,
-	}}}, nil
-}
-
+// TestRotationEndpoints drives rotate and dns through the real rotation
+// service. Its DNS checker asks a resolver address where nothing listens,
+// so every check reports a resolver error rather than a verdict.
 func TestRotationEndpoints(t *testing.T) {
 	store := keystoretest.Open(t, keystore.SQLite)
 	t.Run("not configured", func(t *testing.T) {
@@ -183,51 +158,114 @@ func TestRotationEndpoints(t *testing.T) {
 		wantError(t, e.do(e.as("acme", "GET", dkimPath+"/acme/spamtrap.dk/dns")), 503, "ROTATION_UNAVAILABLE", "rotation")
 		wantError(t, e.do(e.as("acme", "GET", dkimPath+"/acme/nope.dk/dns")), 404, "DOMAIN_NOT_FOUND", "domain not found")
 	})
-	rot := &fakeRotator{store: store}
-	e := newEnv(t, store, func(o *Options) { o.Rotator = rot })
+
+	e := newEnv(t, store)
+	checker, err := rotation.NewChecker(deadResolver(t), testZone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checker.Timeout = 200 * time.Millisecond
+	rot, err := rotation.New(store, e.svc, checker, rotation.Config{}, e.clock.now, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.SetRotator(rot)
 	e.brand("beta", "beta.dk")
+	e.brand("gamma")
 	wantStatus(t, e.do(e.as("beta", "PUT", dkimPath+"/beta/beta.dk")), 201)
+
 	t.Run("rotate", func(t *testing.T) {
 		w := e.do(e.as("beta", "POST", dkimPath+"/beta/beta.dk/rotate"))
 		wantStatus(t, w, 202)
-		if got := decode[domainEntry](t, w); got.Rotation.PendingSwitchAt == nil || rot.emergency {
-			t.Errorf("entry %+v emergency %v", got.Rotation, rot.emergency)
+		if got := decode[domainEntry](t, w); got.Rotation.PendingSwitchAt == nil {
+			t.Errorf("no pendingSwitchAt in %+v", got.Rotation)
 		}
-		if rot.actor.Name != "brand:beta" || rot.actor.RequestID != w.Header().Get("X-Request-Id") {
-			t.Errorf("actor %+v", rot.actor)
+		recs, err := store.Audit(t.Context(), keystore.AuditFilter{Domain: "beta.dk", Limit: 1})
+		if err != nil || len(recs) != 1 || recs[0].Actor != "brand:beta" || recs[0].RequestID != w.Header().Get("X-Request-Id") {
+			t.Errorf("last audit record %+v, %v", recs, err)
 		}
 	})
-	t.Run("emergency", func(t *testing.T) {
-		wantStatus(t, e.do(e.as("beta", "POST", dkimPath+"/beta/beta.dk/rotate?emergency=true")), 202)
-		if !rot.emergency {
-			t.Error("emergency not passed on")
-		}
+	t.Run("pending", func(t *testing.T) {
+		before := takeSnapshot(t, store)
+		wantError(t, e.do(e.as("beta", "POST", dkimPath+"/beta/beta.dk/rotate")), 409, "ROTATION_PENDING", "pending")
+		unchanged(t, store, before)
+	})
+	t.Run("bad emergency", func(t *testing.T) {
+		before := takeSnapshot(t, store)
 		wantError(t, e.do(e.as("beta", "POST", dkimPath+"/beta/beta.dk/rotate?emergency=maybe")), 400, "INVALID_PARAMETER", "emergency")
+		unchanged(t, store, before)
+	})
+	t.Run("other brand", func(t *testing.T) {
+		wantError(t, e.do(e.as("gamma", "POST", dkimPath+"/gamma/beta.dk/rotate?emergency=true")), 404, "DOMAIN_NOT_FOUND", "domain not found")
+	})
+	t.Run("emergency", func(t *testing.T) {
+		w := e.do(e.as("beta", "POST", dkimPath+"/beta/beta.dk/rotate?emergency=true"))
+		wantStatus(t, w, 202)
+		got := decode[domainEntry](t, w)
+		if got.ActiveSelector != "selector2" {
+			t.Errorf("active selector %q after an emergency", got.ActiveSelector)
+		}
+		for _, s := range got.Selectors {
+			if s.Selector == "selector1" && (s.State != "revoked" || s.TXTValue != "v=DKIM1; k=rsa; p=" || s.PublicKey != "") {
+				t.Errorf("revoked selector1 shows %+v", s)
+			}
+		}
 	})
 	t.Run("dns", func(t *testing.T) {
 		w := e.do(e.as("beta", "GET", dkimPath+"/beta/beta.dk/dns"))
 		wantStatus(t, w, 200)
-		if got := decode[dnsReport](t, w); len(got.Selectors) != 1 || got.Selectors[0].Verdict != "missing" || got.Selectors[0].CNAME.Name != "selector1._domainkey.beta.dk" {
-			t.Errorf("report %+v", got)
+		got := decode[dnsReport](t, w)
+		if got.Domain != "beta.dk" || len(got.Selectors) < 2 {
+			t.Fatalf("report %+v", got)
+		}
+		for _, c := range got.Selectors {
+			if c.CNAME.Name != c.Selector+"._domainkey.beta.dk" || c.CNAME.Target != c.Selector+"-beta-dk._domainkey."+testZone || c.Verdict == "ok" {
+				t.Errorf("check %+v", c)
+			}
 		}
 	})
+}
+
+// deadResolver is a UDP address where nothing answers.
+func deadResolver(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := c.LocalAddr().String()
+	c.Close()
+	return addr
+}
+
+func TestToProblem(t *testing.T) {
 	for _, tc := range []struct {
 		err    error
 		status int
 		code   string
 	}{
 		{rotation.ErrRotationPending, 409, "ROTATION_PENDING"},
-		{fmt.Errorf("rotation: %w", keystore.ErrUnavailable), 503, "UNAVAILABLE"},
-		{fmt.Errorf("rotation: %w", keystore.ErrNotFound), 404, "DOMAIN_NOT_FOUND"},
-		{fmt.Errorf("boom"), 500, "INTERNAL"},
+		{fmt.Errorf("x: %w", keystore.ErrUnavailable), 503, "UNAVAILABLE"},
+		{fmt.Errorf("x: %w", keystore.ErrNotFound), 404, "NOT_FOUND"},
+		{fmt.Errorf("x: %w", keystore.ErrConflict), 409, "CONFLICT"},
+		{fmt.Errorf("x: %w", keystore.ErrStale), 409, "CONFLICT"},
+		{fmt.Errorf("x: %w", provision.ErrNotMaildomain), 404, "MAILDOMAIN_NOT_PROVISIONED"},
+		{fmt.Errorf("x: %w", provision.ErrHeldByOther), 409, "DOMAIN_HELD_BY_OTHER_BRAND"},
+		{fmt.Errorf("x: %w", provision.ErrLabelClash), 409, "LABEL_CLASH"},
+		{fmt.Errorf("x: %w", provision.ErrBadOptions), 400, "INVALID_BODY"},
+		{fmt.Errorf("x: %w", domainname.ErrLabelTooLong), 422, "LABEL_TOO_LONG"},
+		{fmt.Errorf("x: %w", &domainname.Invalid{Reason: "r"}), 400, "INVALID_DOMAIN"},
+		{fmt.Errorf("wrapped: %w", errDomainNotFound), 404, "DOMAIN_NOT_FOUND"},
+		{context.Canceled, 500, "INTERNAL"},
+		{errors.New("boom"), 500, "INTERNAL"},
 	} {
-		t.Run(tc.code, func(t *testing.T) {
-			rot.err = tc.err
-			defer func() { rot.err = nil }()
-			w := e.do(e.as("beta", "POST", dkimPath+"/beta/beta.dk/rotate"))
-			wantError(t, w, tc.status, tc.code, "")
-			if strings.Contains(w.Body.String(), "boom") {
-				t.Error("internal error text reached the client")
+		t.Run(tc.err.Error(), func(t *testing.T) {
+			p := toProblem(tc.err)
+			if p.status != tc.status || p.code != tc.code {
+				t.Errorf("%d %s, want %d %s", p.status, p.code, tc.status, tc.code)
+			}
+			if tc.status == 500 && p.title != "internal error" {
+				t.Errorf("title %q leaks the cause", p.title)
 			}
 		})
 	}
