@@ -161,13 +161,29 @@ func Parse(name string, args []string, getenv func(string) string, out io.Writer
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
 	finish := c.FlagSet(fs, getenv)
-	if err := fs.Parse(args); err != nil {
-		return c, nil, err
+	// Flags may follow the positional arguments ("brand create acme
+	// --data-dir x"): the flag package stops at the first positional, so
+	// parse again after each one. "--" ends the flags for good.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return c, nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
 	}
 	if err := finish(); err != nil {
 		return c, nil, err
 	}
-	return c, fs.Args(), nil
+	return c, positional, nil
 }
 
 func (c *Config) applyDefaults() {
