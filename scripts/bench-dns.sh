@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# DNS benchmark: dkimd against NSD serving the same zone, taken from dkimd by
+# AXFR. See docs/performance.md for results and how to read them.
+#
+#   N=10000 DURATION=10 scripts/bench-dns.sh      # or: make bench-dns N=100000
+#
+# Needs nsd, dnsperf and dig (Debian: nsd dnsperf bind9-dnsutils). Everything
+# listens on 127.0.0.1; all state lives in a temporary directory.
+set -euo pipefail
+
+N=${N:-10000}
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-2}
+CLIENTS=${CLIENTS:-4}
+DNS_PORT=${DNS_PORT:-25353}
+NSD_PORT=${NSD_PORT:-25354}
+API_PORT=${API_PORT:-28080}
+OPS_PORT=${OPS_PORT:-29090}
+ZONE=oxcloud.zone
+# dkimd's GOMAXPROCS; NSD runs one server process (server-count: 1).
+DKIMD_PROCS=${DKIMD_PROCS:-$(nproc)}
+
+for tool in nsd dnsperf dig go; do
+	command -v "$tool" >/dev/null || { echo "bench-dns: $tool is missing" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/bench-dns.XXXXXX)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	[ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cd "$(dirname "$0")/.."
+echo "== building"
+go build -o "$WORK/dkimd" ./cmd/dkimd
+go build -o "$WORK/load" ./bench/dns/load
+
+echo "== loading $N domains"
+t0=$(date +%s.%N)
+"$WORK/load" -data-dir "$WORK/data" -n "$N" -queries "$WORK/queries.txt" -zone "$ZONE" 2>&1 | tail -1
+echo "loaded in $(echo "$(date +%s.%N) - $t0" | bc) s"
+
+SECRET=$(head -c 32 /dev/urandom | base64)
+echo "xfr.$ZONE hmac-sha256 $SECRET" > "$WORK/tsig.key"
+
+echo "== starting dkimd on 127.0.0.1:$DNS_PORT (GOMAXPROCS=$DKIMD_PROCS)"
+t0=$(date +%s.%N)
+GOMAXPROCS=$DKIMD_PROCS "$WORK/dkimd" serve --data-dir "$WORK/data" --zone "$ZONE" \
+	--dns-addr "127.0.0.1:$DNS_PORT" --api-addr "127.0.0.1:$API_PORT" --ops-addr "127.0.0.1:$OPS_PORT" \
+	--sign-addr "" --milter-addr "" --log-level warn \
+	--tsig-key-file "$WORK/tsig.key" --xfr-allow 127.0.0.1 --secondaries "127.0.0.1:$NSD_PORT" \
+	>"$WORK/dkimd.log" 2>&1 &
+DKIMD_PID=$!
+PIDS+=("$DKIMD_PID")
+serial() { dig @127.0.0.1 -p "$1" +short +norec +time=1 +tries=1 SOA "$ZONE" 2>/dev/null | awk 'NF == 7 && $3 ~ /^[0-9]+$/ {print $3}' || true; }
+for _ in $(seq 600); do [ -n "$(serial "$DNS_PORT")" ] && break; sleep 0.2; done
+SERIAL=$(serial "$DNS_PORT")
+[ -n "$SERIAL" ] || { echo "dkimd did not answer"; cat "$WORK/dkimd.log"; exit 1; }
+echo "dkimd answers serial $SERIAL after $(echo "$(date +%s.%N) - $t0" | bc) s"
+
+echo "== starting NSD on 127.0.0.1:$NSD_PORT as secondary"
+mkdir -p "$WORK/nsd"
+cat > "$WORK/nsd/nsd.conf" <<CONF
+server:
+	ip-address: 127.0.0.1@$NSD_PORT
+	port: $NSD_PORT
+	username: ""
+	chroot: ""
+	database: ""
+	zonesdir: "$WORK/nsd"
+	zonelistfile: "$WORK/nsd/zone.list"
+	xfrdfile: "$WORK/nsd/xfrd.state"
+	xfrdir: "$WORK/nsd"
+	pidfile: "$WORK/nsd/nsd.pid"
+	logfile: "$WORK/nsd/nsd.log"
+	server-count: 1
+	reuseport: yes
+	minimal-responses: yes
+	rrl-ratelimit: 0
+	verbosity: 1
+remote-control:
+	control-enable: no
+key:
+	name: "xfr.$ZONE"
+	algorithm: hmac-sha256
+	secret: "$SECRET"
+zone:
+	name: "$ZONE"
+	zonefile: "$ZONE.zone"
+	request-xfr: 127.0.0.1@$DNS_PORT xfr.$ZONE
+	allow-notify: 127.0.0.1 xfr.$ZONE
+CONF
+t0=$(date +%s.%N)
+nsd -d -c "$WORK/nsd/nsd.conf" >"$WORK/nsd/stderr" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 3000); do [ "$(serial "$NSD_PORT")" = "$SERIAL" ] && break; sleep 0.2; done
+[ "$(serial "$NSD_PORT")" = "$SERIAL" ] || { echo "NSD did not take the zone"; cat "$WORK/nsd/nsd.log"; exit 1; }
+echo "NSD has serial $SERIAL (AXFR from dkimd) after $(echo "$(date +%s.%N) - $t0" | bc) s"
+
+# Both must give the same answer before their speed means anything.
+Q=$(sed -n 1p "$WORK/queries.txt" | cut -d' ' -f1)
+a=$(dig @127.0.0.1 -p "$DNS_PORT" +short TXT "$Q"); b=$(dig @127.0.0.1 -p "$NSD_PORT" +short TXT "$Q")
+[ "$a" = "$b" ] && [ -n "$a" ] || { echo "answers differ for $Q: dkimd $a / nsd $b"; exit 1; }
+
+RSS_KB=$(awk '/VmRSS/{print $2}' /proc/"$DKIMD_PID"/status)
+HEAP=$(curl -s "127.0.0.1:$OPS_PORT/metrics" | awk '/^go_memstats_heap_inuse_bytes /{printf "%d", $2}')
+
+run() { # name port
+	dnsperf -s 127.0.0.1 -p "$2" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -T 1 >"$WORK/perf.out" 2>&1
+	qps=$(awk '/Queries per second/{print $4}' "$WORK/perf.out")
+	lost=$(awk '/Queries lost/{print $3, $4}' "$WORK/perf.out")
+	lat=$(awk -F': *' '/Average Latency/{print $2}' "$WORK/perf.out")
+	printf '%-6s qps %10s  lost %-12s avg latency (s) %s\n' "$1" "$qps" "$lost" "$lat"
+	echo "$qps" >>"$WORK/$1.qps"
+}
+
+# Latency percentiles at a fixed, moderate load (dnsperf prints no
+# percentiles; -v lists each query's latency).
+percentiles() { # name port
+	dnsperf -s 127.0.0.1 -p "$2" -d "$WORK/queries.txt" -l 3 -c "$CLIENTS" -T 1 -Q 20000 -v 2>/dev/null |
+		awk '$1 == ">" {print $NF}' | sort -g | awk -v n="$1" '{v[NR]=$1} END {
+			if (NR == 0) { print n, "no latencies"; exit }
+			printf "%-6s latency at 20k qps: p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  (%d queries)\n",
+				n, v[int(NR*0.5)]*1000, v[int(NR*0.9)]*1000, v[int(NR*0.99)]*1000, v[int(NR*0.999)]*1000, NR }'
+}
+
+echo "== dnsperf -l $DURATION -c $CLIENTS -T 1, $(wc -l <"$WORK/queries.txt") queries in the file, 90% existing TXT, 10% NXDOMAIN"
+for _ in $(seq "$ROUNDS"); do
+	run dkimd "$DNS_PORT"
+	run nsd "$NSD_PORT"
+done
+percentiles dkimd "$DNS_PORT"
+percentiles nsd "$NSD_PORT"
+
+best() { sort -g "$WORK/$1.qps" | tail -1; }
+echo "== summary: N=$N domains on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+echo "dkimd best qps $(best dkimd), NSD best qps $(best nsd), ratio dkimd/NSD $(echo "scale=2; $(best dkimd) / $(best nsd)" | bc)"
+echo "dkimd RSS $((RSS_KB / 1024)) MiB, Go heap in use $((${HEAP:-0} / 1048576)) MiB: $(echo "scale=0; $RSS_KB * 1024 / $N" | bc) bytes RSS per domain, $(( ${HEAP:-0} / N )) bytes heap per domain"
