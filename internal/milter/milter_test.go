@@ -149,7 +149,7 @@ func TestMilterSigns(t *testing.T) {
 			if !bytes.HasPrefix(msg, []byte("DKIM-Signature: v=1;")) && !bytes.HasPrefix(msg, []byte("DKIM-Signature: a=rsa-sha256;")) {
 				t.Fatalf("message does not start with the RSA signature:\n%.300s", msg)
 			}
-			vs := signertest.VerifyGo(t, f.DNS.Addr, msg)
+			vs := signertest.VerifyGo(t, f.DNS, msg)
 			if len(vs) != tc.sigs {
 				t.Fatalf("%d signatures verified, want %d", len(vs), tc.sigs)
 			}
@@ -189,7 +189,7 @@ func TestMilterPassesUnsignableMail(t *testing.T) {
 				t.Fatalf("modifications %+v, signed want %v", mods, tc.signed)
 			}
 			if tc.signed {
-				for _, v := range signertest.VerifyGo(t, f.DNS.Addr, assemble(t, mods, tc.fields, "body\r\n")) {
+				for _, v := range signertest.VerifyGo(t, f.DNS, assemble(t, mods, tc.fields, "body\r\n")) {
 					if v.Err != nil {
 						t.Errorf("verify: %v", v.Err)
 					}

@@ -86,7 +86,7 @@ func TestPostfixSignsThroughMilter(t *testing.T) {
 				return
 			}
 			t.Logf("delivered:\n%.700s", msg)
-			vs := signertest.VerifyGo(t, f.DNS.Addr, msg)
+			vs := signertest.VerifyGo(t, f.DNS, msg)
 			for i, v := range vs {
 				if v.Err != nil || v.Domain != c.d[i] {
 					t.Errorf("go-msgauth: d=%s (want %s): %v", v.Domain, c.d[i], v.Err)
@@ -95,7 +95,7 @@ func TestPostfixSignsThroughMilter(t *testing.T) {
 			wire[c.from] = msg
 		})
 	}
-	for from, rs := range signertest.VerifyDkimpy(t, f.DNS.Addr, wire) {
+	for from, rs := range signertest.VerifyDkimpy(t, f.DNS, wire) {
 		for _, r := range rs {
 			if !r.OK {
 				t.Errorf("dkimpy: mail from %s: d=%s s=%s does not verify %s", from, r.D, r.S, r.Error)

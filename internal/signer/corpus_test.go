@@ -42,7 +42,7 @@ func TestCorpusVerifiesWithDkimpy(t *testing.T) {
 	}
 	const control = "control: tampered body"
 	wire[control] = []byte(strings.Replace(string(wire["01-plain-ascii"]), "plain text.", "plain text!", 1))
-	results := signertest.VerifyDkimpy(t, f.DNS.Addr, wire)
+	results := signertest.VerifyDkimpy(t, f.DNS, wire)
 	for name, want := range wantSigs {
 		t.Run(name, func(t *testing.T) {
 			rs := results[name]
@@ -54,7 +54,7 @@ func TestCorpusVerifiesWithDkimpy(t *testing.T) {
 					t.Errorf("dkimpy: d=%s s=%s a=%s does not verify %s", r.D, r.S, r.A, r.Error)
 				}
 			}
-			for _, v := range signertest.VerifyGo(t, f.DNS.Addr, wire[name]) {
+			for _, v := range signertest.VerifyGo(t, f.DNS, wire[name]) {
 				if v.Err != nil {
 					t.Errorf("go-msgauth: d=%s: %v", v.Domain, v.Err)
 				}

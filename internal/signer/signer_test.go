@@ -131,7 +131,7 @@ func TestSignAndVerifyThroughDNS(t *testing.T) {
 			}
 			// The wire form: CRLF, signature prepended.
 			signed := res.Header() + strings.ReplaceAll(toLF(msg), "\n", "\r\n")
-			vs := signertest.VerifyGo(t, f.DNS.Addr, []byte(signed))
+			vs := signertest.VerifyGo(t, f.DNS, []byte(signed))
 			if len(vs) != len(c.selectors) {
 				t.Fatalf("go-msgauth saw %d signatures, want %d", len(vs), len(c.selectors))
 			}
@@ -142,7 +142,7 @@ func TestSignAndVerifyThroughDNS(t *testing.T) {
 			}
 			if c.ending == "lf" {
 				// As handed over, too: a local verifier reads bare LF.
-				for _, v := range signertest.VerifyGo(t, f.DNS.Addr, []byte(toLF(res.Header())+msg)) {
+				for _, v := range signertest.VerifyGo(t, f.DNS, []byte(toLF(res.Header())+msg)) {
 					if v.Err != nil {
 						t.Errorf("go-msgauth, bare LF form: %v", v.Err)
 					}
@@ -171,7 +171,7 @@ func TestSignAndVerifyThroughDNS(t *testing.T) {
 	}
 	t.Run("dkimpy", func(t *testing.T) {
 		signertest.RequireDkimpy(t)
-		res := signertest.VerifyDkimpy(t, f.DNS.Addr, wire)
+		res := signertest.VerifyDkimpy(t, f.DNS, wire)
 		for _, c := range cases {
 			name := c.alg + "/" + c.ending + "/" + c.mode
 			t.Run(name, func(t *testing.T) {
@@ -204,7 +204,7 @@ func TestSignatureFailsWhenTampered(t *testing.T) {
 		"unsubscribe": strings.Replace(msg, "/u/1>", "/u/2>", 1),
 	} {
 		t.Run(name, func(t *testing.T) {
-			for _, v := range signertest.VerifyGo(t, f.DNS.Addr, []byte(res.Header()+tampered)) {
+			for _, v := range signertest.VerifyGo(t, f.DNS, []byte(res.Header()+tampered)) {
 				if v.Err == nil {
 					t.Errorf("signature %s verified after the %s changed", v.Domain, name)
 				}
@@ -280,7 +280,7 @@ func TestSignsUnusualMessages(t *testing.T) {
 				t.Fatalf("signed d=%s mode %s", res.Domain, res.Mode)
 			}
 			wire := res.Header() + wireForm(tc.msg)
-			for _, v := range signertest.VerifyGo(t, f.DNS.Addr, []byte(wireForm(wire))) {
+			for _, v := range signertest.VerifyGo(t, f.DNS, []byte(wireForm(wire))) {
 				if v.Err != nil {
 					t.Errorf("go-msgauth: %v\n%s", v.Err, wire)
 				}
@@ -363,7 +363,7 @@ func TestKeyChangesReachTheSigner(t *testing.T) {
 	if got := res.Selectors(); got[0] != provision.Selector2 {
 		t.Fatalf("signed with %v after rotation, want selector2", got)
 	}
-	for _, v := range signertest.VerifyGo(t, f.DNS.Addr, []byte(res.Header()+msg)) {
+	for _, v := range signertest.VerifyGo(t, f.DNS, []byte(res.Header()+msg)) {
 		if v.Err != nil {
 			t.Fatalf("after rotation: %v", v.Err)
 		}
@@ -433,7 +433,7 @@ func TestLargeBodyStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range signertest.VerifyGo(t, f.DNS.Addr, []byte(res.Header()+msg)) {
+	for _, v := range signertest.VerifyGo(t, f.DNS, []byte(res.Header()+msg)) {
 		if v.Err != nil {
 			t.Fatal(v.Err)
 		}

@@ -104,7 +104,7 @@ func TestSign(t *testing.T) {
 				t.Fatalf("body is not CRLF header fields: %q", body)
 			}
 			wire := string(body) + strings.ReplaceAll(strings.ReplaceAll(m, "\r\n", "\n"), "\n", "\r\n")
-			vs := signertest.VerifyGo(t, f.DNS.Addr, []byte(wire))
+			vs := signertest.VerifyGo(t, f.DNS, []byte(wire))
 			if len(vs) != strings.Count(tc.selector, ",")+1 {
 				t.Fatalf("%d signatures", len(vs))
 			}
@@ -261,7 +261,7 @@ func TestLargeMessageStreams(t *testing.T) {
 	if _, err := io.Copy(&full, again); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range signertest.VerifyGo(t, f.DNS.Addr, full.Bytes()) {
+	for _, v := range signertest.VerifyGo(t, f.DNS, full.Bytes()) {
 		if v.Err != nil {
 			t.Errorf("verify: %v", v.Err)
 		}

@@ -1,15 +1,15 @@
 // Package signertest gives the signing tests (signer, signhttp, milter) a
-// real keystore with provisioned brands and domains, a loopback DNS server
-// that publishes their keys the way the internet sees them (the zone's TXT
-// records and the customers' CNAMEs), and verifiers that resolve through it:
-// go-msgauth and Debian's dkimpy.
+// real keystore with provisioned brands and domains, dkimd's own DNS server
+// (package zone) publishing their keys, a loopback server for the customers'
+// CNAMEs into the zone, and verifiers that resolve through both as the
+// internet would: go-msgauth and Debian's dkimpy.
 package signertest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +23,7 @@ import (
 	"dkimd/internal/keystore/keystoretest"
 	"dkimd/internal/provision"
 	"dkimd/internal/provision/provisiontest"
+	"dkimd/internal/zone"
 )
 
 // Zone is the service zone of the fixture.
@@ -116,24 +117,54 @@ func SetStatus(t testing.TB, store keystore.Store, name, status string) {
 	}
 }
 
-// DNS is a loopback DNS server (UDP and TCP) that answers as the internet
-// would for the fixture: TXT records of the zone rendered from the store on
-// each query, and the customers' `selectorN._domainkey.<domain>` CNAMEs into
-// the zone, with the CNAME target's TXT in the same answer as a recursive
-// resolver returns it.
+// DNS is what a verifier on the internet resolves through: dkimd's own
+// authoritative server (package zone) for the zone's TXT records, and a
+// loopback server standing for the customers' DNS, which holds their
+// `selectorN._domainkey.<domain>` CNAMEs into the zone.
 type DNS struct {
-	Addr  string // host:port, UDP and TCP
-	store keystore.Store
-	zone  string
+	Addr     string // the customers' DNS, host:port, UDP and TCP
+	ZoneAddr string // dkimd's zone server, host:port, UDP and TCP
+	Zone     string
+	Server   *zone.Server
 
 	mu    sync.Mutex
 	cname map[string]string // fqdn -> fqdn
 }
 
-// StartDNS starts the server; it stops at test cleanup.
-func StartDNS(t testing.TB, store keystore.Store, zone string) *DNS {
+// StartDNS starts dkimd's zone server on store and the customers' server;
+// both stop at test cleanup. Commits to store reach the zone at once.
+func StartDNS(t testing.TB, store *keystore.SQL, zoneName string) *DNS {
 	t.Helper()
-	d := &DNS{store: store, zone: zone, cname: make(map[string]string)}
+	d := &DNS{Zone: zoneName, cname: make(map[string]string)}
+	srv, err := zone.New(zone.Options{
+		Params: zone.Params{
+			Zone: zoneName, NS: []string{"ns1." + zoneName}, SOAMbox: "hostmaster." + zoneName,
+			NSAddrs: map[string][]netip.Addr{"ns1." + zoneName: {netip.MustParseAddr("127.0.0.1")}},
+			Refresh: 4 * time.Hour, Retry: time.Hour, Expire: 14 * 24 * time.Hour, Minimum: 300 * time.Second, TTL: time.Hour,
+		},
+		Addr: "127.0.0.1:0", UDPSockets: 1,
+	}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.OnCommit(func(uint32) { srv.Kick() })
+	if err := srv.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	zoneDone := make(chan error, 1)
+	go func() { zoneDone <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-zoneDone; err != nil {
+			t.Errorf("zone server: %v", err)
+		}
+	})
+	d.Server, d.ZoneAddr = srv, srv.Addr()
+
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -173,11 +204,12 @@ func (d *DNS) AddCustomerCNAMEs(domain string) {
 	defer d.mu.Unlock()
 	label := domainname.Label(domain)
 	for _, sel := range []string{provision.Selector1, provision.Selector2, provision.Selector1Ed25519, provision.Selector2Ed25519} {
-		d.cname[dns.Fqdn(sel+"._domainkey."+domain)] = dns.Fqdn(sel + "-" + label + "._domainkey." + d.zone)
+		d.cname[dns.Fqdn(sel+"._domainkey."+domain)] = dns.Fqdn(sel + "-" + label + "._domainkey." + d.Zone)
 	}
 }
 
-// ServeDNS implements dns.Handler.
+// ServeDNS answers as the customers' authoritative servers: the CNAME, or
+// NXDOMAIN.
 func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(req)
@@ -187,84 +219,36 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		_ = w.WriteMsg(m)
 		return
 	}
-	q := req.Question[0]
-	name := strings.ToLower(q.Name)
-	for hops := 0; hops < 4; hops++ {
-		d.mu.Lock()
-		target, ok := d.cname[name]
-		d.mu.Unlock()
-		if !ok {
-			break
-		}
+	name := strings.ToLower(req.Question[0].Name)
+	d.mu.Lock()
+	target, ok := d.cname[name]
+	d.mu.Unlock()
+	if ok {
 		m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: target})
-		name = target
-	}
-	txt, err := d.txt(context.Background(), name)
-	switch {
-	case err != nil:
-		m.Rcode = dns.RcodeServerFailure
-	case txt == nil && len(m.Answer) == 0:
+	} else {
 		m.Rcode = dns.RcodeNameError
-	case txt != nil && (q.Qtype == dns.TypeTXT || q.Qtype == dns.TypeANY):
-		m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: txt})
 	}
 	_ = w.WriteMsg(m)
 }
 
-// selectorsLongestFirst lets a zone owner name's first label be split into
-// selector and domain label.
-var selectorsLongestFirst = []string{provision.Selector1Ed25519, provision.Selector2Ed25519, provision.Selector1, provision.Selector2}
-
-// txt renders the record at name (fqdn, lower case) from the store, nil when
-// there is none.
-func (d *DNS) txt(ctx context.Context, name string) ([]string, error) {
-	suffix := "._domainkey." + d.zone + "."
-	var kind keystore.OwnerKind
-	var owner, selector string
-	if first, ok := strings.CutSuffix(name, suffix); ok && !strings.Contains(first, ".") {
-		for _, sel := range selectorsLongestFirst {
-			if label, ok := strings.CutPrefix(first, sel+"-"); ok {
-				dom, err := d.store.DomainByLabel(ctx, label)
-				if errors.Is(err, keystore.ErrNotFound) {
-					return nil, nil
-				}
-				if err != nil {
-					return nil, err
-				}
-				kind, owner, selector = keystore.OwnerDomain, dom.Name, sel
-				break
-			}
-		}
-	} else if rest, ok := strings.CutSuffix(name, "."+d.zone+"."); ok {
-		parts := strings.Split(rest, ".")
-		if len(parts) == 3 && parts[1] == "_domainkey" {
-			kind, owner, selector = keystore.OwnerBrand, parts[2], parts[0]
-		}
+// serverFor routes a name to the server authoritative for it.
+func (d *DNS) serverFor(name string) string {
+	name = strings.ToLower(dns.Fqdn(name))
+	if name == dns.Fqdn(d.Zone) || strings.HasSuffix(name, "."+dns.Fqdn(d.Zone)) {
+		return d.ZoneAddr
 	}
-	if owner == "" {
-		return nil, nil
-	}
-	keys, err := d.store.Keys(ctx, kind, owner)
-	if err != nil {
-		return nil, err
-	}
-	for _, k := range keys {
-		if k.Selector == selector {
-			return dkimkey.SplitTXT(dkimkey.TXTValue(k.Algorithm, k.PublicKey)), nil
-		}
-	}
-	return nil, nil
+	return d.Addr
 }
 
-// LookupTXT resolves name through server the way a stub resolver behind a
-// recursive one would: TXT, following CNAMEs in the answer. It is what
-// go-msgauth's VerifyOptions.LookupTXT gets.
-func LookupTXT(server string) func(name string) ([]string, error) {
-	return func(name string) ([]string, error) {
-		c := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
+// LookupTXT resolves a TXT record as a recursive resolver would, following
+// CNAMEs from the customers' DNS into dkimd's zone. It is what go-msgauth's
+// VerifyOptions.LookupTXT gets.
+func (d *DNS) LookupTXT(name string) ([]string, error) {
+	c := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
+	for hops := 0; hops < 8; hops++ {
 		m := new(dns.Msg)
 		m.SetQuestion(dns.Fqdn(name), dns.TypeTXT)
-		r, _, err := c.Exchange(m, server)
+		r, _, err := c.Exchange(m, d.serverFor(name))
 		if err != nil {
 			return nil, err
 		}
@@ -272,11 +256,12 @@ func LookupTXT(server string) func(name string) ([]string, error) {
 			return nil, fmt.Errorf("lookup %s: %s", name, dns.RcodeToString[r.Rcode])
 		}
 		want := strings.ToLower(dns.Fqdn(name))
+		next := ""
 		for _, rr := range r.Answer {
 			switch rr := rr.(type) {
 			case *dns.CNAME:
 				if strings.EqualFold(rr.Hdr.Name, want) {
-					want = strings.ToLower(rr.Target)
+					want, next = strings.ToLower(rr.Target), rr.Target
 				}
 			case *dns.TXT:
 				if strings.EqualFold(rr.Hdr.Name, want) {
@@ -284,6 +269,10 @@ func LookupTXT(server string) func(name string) ([]string, error) {
 				}
 			}
 		}
-		return nil, fmt.Errorf("lookup %s: no TXT", name)
+		if next == "" {
+			return nil, fmt.Errorf("lookup %s: no TXT", name)
+		}
+		name = next
 	}
+	return nil, fmt.Errorf("lookup %s: CNAME chain too long", name)
 }

@@ -51,15 +51,15 @@ type DkimpyResult struct {
 }
 
 // VerifyDkimpy verifies every signature of each message with dkimpy,
-// resolving through the DNS server at dnsAddr, in one interpreter run.
-func VerifyDkimpy(t testing.TB, dnsAddr string, msgs map[string][]byte) map[string][]DkimpyResult {
+// resolving through d, in one interpreter run.
+func VerifyDkimpy(t testing.TB, d *DNS, msgs map[string][]byte) map[string][]DkimpyResult {
 	t.Helper()
 	dir := t.TempDir()
 	script := filepath.Join(dir, "verify.py")
 	if err := os.WriteFile(script, dkimpyScript, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{script, dnsAddr}
+	args := []string{script, d.Addr, d.ZoneAddr, d.Zone}
 	files := make(map[string]string)
 	i := 0
 	for name, m := range msgs {
@@ -103,11 +103,11 @@ func VerifyDkimpy(t testing.TB, dnsAddr string, msgs map[string][]byte) map[stri
 	return res
 }
 
-// VerifyGo verifies every signature of msg with go-msgauth through the DNS
-// server at dnsAddr.
-func VerifyGo(t testing.TB, dnsAddr string, msg []byte) []*dkim.Verification {
+// VerifyGo verifies every signature of msg with go-msgauth resolving
+// through d.
+func VerifyGo(t testing.TB, d *DNS, msg []byte) []*dkim.Verification {
 	t.Helper()
-	vs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{LookupTXT: LookupTXT(dnsAddr)})
+	vs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{LookupTXT: d.LookupTXT})
 	if err != nil {
 		t.Fatalf("go-msgauth verify: %v", err)
 	}
