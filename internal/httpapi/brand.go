@@ -178,13 +178,15 @@ func (s *Server) listDomains(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", fmt.Sprintf("<%s/%s?%s>; rel=\"next\"", BrandBase, url.PathEscape(brand), next.Encode()))
 	}
 	out := make([]domainEntry, 0, len(domains))
-	for _, d := range domains {
-		keys, err := s.store.Keys(r.Context(), keystore.OwnerDomain, d.Name)
+	if len(domains) > 0 {
+		keys, err := s.store.BrandDomainKeys(r.Context(), brand, after, domains[len(domains)-1].Name)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		out = append(out, s.entry(d, keys))
+		for _, d := range domains {
+			out = append(out, s.entry(d, keys[d.Name]))
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -220,6 +220,13 @@ func TestConformance(t *testing.T) {
 			if len(page) != 2 || page[0].Name != "c.com" || page[1].Name != "example.com" {
 				t.Fatalf("page 2 = %v", page)
 			}
+			byDomain, err := s.BrandDomainKeys(ctx, "acme", "a.com", "example.com")
+			if err != nil || len(byDomain) != 1 || len(byDomain["example.com"]) != 2 || byDomain["example.com"][0].Selector != "selector1" {
+				t.Fatalf("BrandDomainKeys = %v, %v", byDomain, err)
+			}
+			if none, err := s.BrandDomainKeys(ctx, "other", "", "zzz"); err != nil || len(none) != 0 {
+				t.Fatalf("BrandDomainKeys(other) = %v, %v", none, err)
+			}
 			if n, _ := s.CountDomains(ctx, "acme"); n != 4 {
 				t.Fatalf("CountDomains = %d", n)
 			}

@@ -33,6 +33,27 @@ func (r reader) Keys(ctx context.Context, kind OwnerKind, owner string) ([]Key, 
 	return collect(rows, scanKey, "keys")
 }
 
+func (r reader) BrandDomainKeys(ctx context.Context, brand, after, last string) (map[string][]Key, error) {
+	rows, err := r.q.QueryContext(ctx,
+		`SELECT k.owner_kind, k.owner, k.selector, k.state, k.algorithm, k.key_bits, k.public_key, k.sealed_private_key,
+			k.kek_id, k.fingerprint, k.created_at, k.published_at, k.activated_at, k.retired_at
+		FROM keys k JOIN domains d ON k.owner_kind = $1 AND k.owner = d.name
+		WHERE d.brand = $2 AND d.name > $3 AND d.name <= $4
+		ORDER BY k.owner, k.selector`, string(OwnerDomain), brand, after, last)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: brand domain keys: %w", classify(err))
+	}
+	keys, err := collect(rows, scanKey, "brand domain keys")
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]Key)
+	for _, k := range keys {
+		out[k.Owner] = append(out[k.Owner], k)
+	}
+	return out, nil
+}
+
 func (t *txn) PutKey(ctx context.Context, k Key) error {
 	if k.PublicKey == nil {
 		k.PublicKey = []byte{} // a revoked key publishes "p=": empty, not NULL

@@ -138,6 +138,9 @@ type Reader interface {
 	CountDomains(ctx context.Context, brand string) (int, error)
 	// Keys lists the slots of one owner ordered by selector.
 	Keys(ctx context.Context, kind OwnerKind, owner string) ([]Key, error)
+	// BrandDomainKeys returns the keys of a brand's domains whose names lie
+	// in (after, last], by domain name: one query for a page of Domains.
+	BrandDomainKeys(ctx context.Context, brand, after, last string) (map[string][]Key, error)
 	Audit(ctx context.Context, f AuditFilter) ([]AuditRecord, error)
 	Serial(ctx context.Context) (uint32, error)
 }

@@ -217,24 +217,23 @@ func (s *Service) CreateDomain(ctx context.Context, brand, domain string, opts D
 // existing reports an existing domain of this brand (done), or the reason
 // the name or label cannot be taken.
 func (s *Service) existing(ctx context.Context, brand, domain, label string) (keystore.Domain, []keystore.Key, bool, error) {
-	d, err := s.Store.Domain(ctx, domain)
+	// One lookup, by label: the label follows from the name, so this sees
+	// the domain itself and any clash at the same instant (two lookups could
+	// straddle a concurrent PUT's commit and report the domain as clashing
+	// with itself).
+	d, err := s.Store.DomainByLabel(ctx, label)
 	switch {
-	case err == nil && d.Brand != brand:
-		return d, nil, false, fmt.Errorf("%w: %s", ErrHeldByOther, domain)
-	case err == nil:
-		keys, err := s.Store.Keys(ctx, keystore.OwnerDomain, domain)
-		return d, keys, err == nil, err
-	case !errors.Is(err, keystore.ErrNotFound):
-		return d, nil, false, err
-	}
-	other, err := s.Store.DomainByLabel(ctx, label)
-	switch {
-	case err == nil:
-		return keystore.Domain{}, nil, false, fmt.Errorf("%w: %s maps to the label %s that %s already uses", ErrLabelClash, domain, label, other.Name)
-	case !errors.Is(err, keystore.ErrNotFound):
+	case errors.Is(err, keystore.ErrNotFound):
+		return keystore.Domain{}, nil, false, nil
+	case err != nil:
 		return keystore.Domain{}, nil, false, err
+	case d.Name != domain:
+		return keystore.Domain{}, nil, false, fmt.Errorf("%w: %s maps to the label %s that %s already uses", ErrLabelClash, domain, label, d.Name)
+	case d.Brand != brand:
+		return d, nil, false, fmt.Errorf("%w: %s", ErrHeldByOther, domain)
 	}
-	return keystore.Domain{}, nil, false, nil
+	keys, err := s.Store.Keys(ctx, keystore.OwnerDomain, domain)
+	return d, keys, err == nil, err
 }
 
 // DeleteDomain removes a brand's domain, its published records and its
