@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"dkimd/internal/config"
+	"dkimd/internal/httpapi"
 	"dkimd/internal/keystore"
 	"dkimd/internal/provision"
 	"dkimd/internal/sealbox"
@@ -26,6 +27,8 @@ type app struct {
 	svc      *provision.Service
 	registry *prometheus.Registry
 	now      func() time.Time
+
+	api *httpapi.Server // set by startAPI; rotation plugs into it
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {

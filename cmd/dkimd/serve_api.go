@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -30,16 +29,11 @@ import (
 // inside Kubernetes' default 30 s grace period.
 const apiShutdownTimeout = 20 * time.Second
 
-// apiByApp holds each app's API server until app carries it as a field, so
-// that the rotation loop, which starts after the API, can plug itself in
-// with a.setAPIRotator.
-var apiByApp sync.Map // *app -> *httpapi.Server
-
 // setAPIRotator makes the brand API's rotate and dns calls use r; until it
 // is called they answer 503.
 func (a *app) setAPIRotator(r httpapi.Rotator) {
-	if s, ok := apiByApp.Load(a); ok {
-		s.(*httpapi.Server).SetRotator(r)
+	if a.api != nil {
+		a.api.SetRotator(r)
 	}
 }
 
@@ -61,7 +55,7 @@ func (a *app) startAPI(ctx context.Context, g *errgroup.Group) error {
 	api := httpapi.New(httpapi.Options{
 		Store: a.store, Service: a.svc, OperatorToken: token, Log: a.log, Metrics: metrics, Now: a.now,
 	})
-	apiByApp.Store(a, api)
+	a.api = api
 
 	srv := &http.Server{
 		Handler:           api,
@@ -117,7 +111,6 @@ func (a *app) startAPI(ctx context.Context, g *errgroup.Group) error {
 	})
 	g.Go(func() error {
 		<-ctx.Done()
-		defer apiByApp.Delete(a)
 		sctx, cancel := context.WithTimeout(context.Background(), apiShutdownTimeout)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
