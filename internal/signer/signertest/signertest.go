@@ -165,15 +165,7 @@ func StartDNS(t testing.TB, store *keystore.SQL, zoneName string) *DNS {
 	})
 	d.Server, d.ZoneAddr = srv, srv.Addr()
 
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
-	}
+	pc, ln := listenUDPAndTCP(t)
 	d.Addr = pc.LocalAddr().String()
 	udp := &dns.Server{PacketConn: pc, Handler: d}
 	tcp := &dns.Server{Listener: ln, Handler: d}
@@ -196,6 +188,27 @@ func StartDNS(t testing.TB, store *keystore.SQL, zoneName string) *DNS {
 		wg.Wait()
 	})
 	return d
+}
+
+// listenUDPAndTCP opens a UDP and a TCP socket on the same loopback port;
+// the UDP port the kernel picks may be taken for TCP, so it retries.
+func listenUDPAndTCP(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	var lastErr error
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		pc.Close()
+		lastErr = err
+	}
+	t.Fatalf("no loopback port free for both UDP and TCP: %v", lastErr)
+	return nil, nil
 }
 
 // AddCustomerCNAMEs publishes the CNAMEs a customer adds for domain.
