@@ -499,7 +499,12 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if len(req.Question) == 1 {
 		st.Qtype = req.Question[0].Qtype
 	}
-	defer func() { s.m.count(st) }()
+	counted := true
+	defer func() {
+		if counted {
+			s.m.count(st)
+		}
+	}()
 	tsig := req.IsTsig()
 	if tsig != nil && w.TsigStatus() != nil {
 		r := new(dns.Msg)
@@ -520,6 +525,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 			buf := make([]byte, maxTCPSize)
 			out, disp, rst := s.cur.Load().respond(buf, raw, true)
 			if disp == Dropped {
+				counted = false
 				return
 			}
 			if disp == Answered {

@@ -84,12 +84,12 @@ func fqdn(name string) string { return dns.Fqdn(strings.ToLower(name)) }
 
 // wireName is the lower-case uncompressed wire form of a domain name.
 func wireName(name string) ([]byte, error) {
-	buf := make([]byte, 256)
-	n, err := dns.PackDomainName(fqdn(name), buf, 0, nil, false)
+	var buf [256]byte
+	n, err := dns.PackDomainName(fqdn(name), buf[:], 0, nil, false)
 	if err != nil {
 		return nil, fmt.Errorf("zone: bad name %q: %w", name, err)
 	}
-	return buf[:n:n], nil
+	return append([]byte(nil), buf[:n]...), nil
 }
 
 // hashName is FNV-1a, the shard selector.
@@ -146,6 +146,30 @@ func render(name string, qtype uint16, compress bool, ans, ns, extra []dns.RR) (
 	body := make([]byte, 0, 6+len(b)-off)
 	body = append(body, b[6:12]...)
 	return append(body, b[off:]...), nil
+}
+
+// renderTXT is render for the one answer that matters for speed and
+// memory, written by hand: a full load renders one per key. The owner name
+// is a pointer to the question (offset 12); values are written as they are,
+// with no presentation-format escapes.
+func renderTXT(ttl uint32, parts []string) ([]byte, error) {
+	rdlen := 0
+	for _, p := range parts {
+		rdlen += 1 + len(p)
+	}
+	if rdlen > 65535-12-6-255-4 {
+		return nil, fmt.Errorf("TXT value of %d octets does not fit a message", rdlen)
+	}
+	body := make([]byte, 0, 6+12+rdlen)
+	body = append(body, 0, 1, 0, 0, 0, 0, // one answer
+		0xC0, 12, byte(dns.TypeTXT>>8), byte(dns.TypeTXT), 0, byte(dns.ClassINET))
+	body = binary.BigEndian.AppendUint32(body, ttl)
+	body = binary.BigEndian.AppendUint16(body, uint16(rdlen))
+	for _, p := range parts {
+		body = append(body, byte(len(p)))
+		body = append(body, p...)
+	}
+	return body, nil
 }
 
 // unrender turns a body back into records, for Lookup and zone transfers.
@@ -413,7 +437,7 @@ func (b *builder) addAncestors(name string) error {
 	z := fqdn(b.params.Zone)
 	for p := parent(name); p != z && p != ""; p = parent(p) {
 		b.children[p]++
-		if b.lookupNode(p) == nil {
+		if b.children[p] == 1 && b.lookupNode(p) == nil {
 			if err := b.set(p, &node{}); err != nil {
 				return err
 			}
@@ -492,11 +516,9 @@ func (b *builder) add(r Record) error {
 	if !inZone(key, b.zoneWire) || string(key) == string(b.zoneWire) {
 		return fmt.Errorf("zone: record %s is not below %s", r.Name, b.params.Zone)
 	}
-	txt := &dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: ttl(b.params.TTL)},
-		Txt: dkimkey.SplitTXT(r.Value)}
-	body, err := render(name, dns.TypeTXT, true, []dns.RR{txt}, nil, nil)
+	body, err := renderTXT(ttl(b.params.TTL), dkimkey.SplitTXT(r.Value))
 	if err != nil {
-		return err
+		return fmt.Errorf("zone: record %s: %w", r.Name, err)
 	}
 	if old := b.next.get(key); old == nil || len(old.answers) == 0 {
 		b.next.records++

@@ -1,0 +1,54 @@
+package zone
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+func benchRecords(n int) []Record {
+	v := "v=DKIM1; k=rsa; p=" + strings.Repeat("M", 392)
+	recs := make([]Record, 0, 2*n)
+	for i := range n {
+		for s := 1; s <= 2; s++ {
+			recs = append(recs, Record{Name: fmt.Sprintf("selector%d-d%07d-example-com._domainkey.oxcloud.zone", s, i), Value: v})
+		}
+	}
+	return recs
+}
+
+func BenchmarkBuild(b *testing.B) {
+	recs := benchRecords(10000)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := Build(testParams, 1, recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
+}
+
+func BenchmarkRespond(b *testing.B) {
+	s, err := Build(testParams, 1, benchRecords(10000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	hit, _ := new(dns.Msg).SetQuestion("selector1-d0000042-example-com._domainkey.oxcloud.zone.", dns.TypeTXT).Pack()
+	miss, _ := new(dns.Msg).SetQuestion("selector1-nope-example-com._domainkey.oxcloud.zone.", dns.TypeTXT).Pack()
+	out := make([]byte, maxTCPSize)
+	for _, c := range []struct {
+		name string
+		q    []byte
+	}{{"hit", hit}, {"miss", miss}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if _, d, _ := s.respond(out, c.q, false); d != Answered {
+					b.Fatal(d)
+				}
+			}
+		})
+	}
+}
