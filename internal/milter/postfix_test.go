@@ -25,6 +25,9 @@ import (
 // submits mail with swaks, lets Postfix relay it to a small SMTP sink, and
 // verifies what arrives with go-msgauth and dkimpy through the loopback DNS.
 func TestPostfixSignsThroughMilter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: skipped with -short")
+	}
 	requirePostfix(t)
 	signertest.RequireDkimpy(t)
 	f := signertest.New(t)

@@ -214,6 +214,9 @@ func (b *bigMessage) Read(p []byte) (int, error) {
 // TestLargeMessageStreams posts a 50 MB message and watches the heap: the
 // request must not hold the message in memory.
 func TestLargeMessageStreams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: skipped with -short")
+	}
 	_, srv := start(t, 64<<20, token)
 	const size = 50 << 20
 	line := bytes.Repeat([]byte("abcdefghij"), 7)
