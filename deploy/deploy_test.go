@@ -709,3 +709,30 @@ func TestRunningDkimd(t *testing.T) {
 		t.Errorf("dkimd did not log its stop")
 	}
 }
+
+// TestOperatorGuide holds docs/operator-guide.md to the flags and alerts
+// that exist: every DKIMD_* variable documented, every alert explained.
+func TestOperatorGuide(t *testing.T) {
+	guide := readFile(t, filepath.Join("..", "docs", "operator-guide.md"))
+	for env := range envTwins(t) {
+		if !strings.Contains(guide, "`"+env+"`") {
+			t.Errorf("operator guide does not document %s", env)
+		}
+	}
+	checkEnvNames(t, "operator-guide.md", guide)
+	rules := yamlDocs(t, filepath.Join("prometheus", "alerts.yml"))[0]
+	groups, _ := rules["groups"].([]any)
+	n := 0
+	for _, g := range groups {
+		for _, r := range get(g, "rules").([]any) {
+			name := str(get(r, "alert"))
+			n++
+			if !strings.Contains(guide, "**"+name+"**") {
+				t.Errorf("operator guide does not explain alert %s", name)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no alert rules found")
+	}
+}
