@@ -501,7 +501,11 @@ func freePort(t *testing.T) string {
 
 type runningDkimd struct {
 	cmd    *exec.Cmd
+	bin    string
+	args   []string // the store and listener flags, for CLI subcommands too
 	ops    string
+	api    string
+	sign   string
 	stderr *bytes.Buffer
 	done   chan error
 }
@@ -516,23 +520,18 @@ func startDkimd(t *testing.T) *runningDkimd {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	d := &runningDkimd{ops: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	d.cmd = exec.Command(bin, "serve",
+	d := &runningDkimd{bin: bin, ops: freePort(t), api: freePort(t), sign: freePort(t), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	d.args = []string{
 		"--data-dir", filepath.Join(dir, "data"),
-		"--api-addr", freePort(t),
+		"--api-addr", d.api,
 		"--dns-addr", freePort(t),
-		"--sign-addr", freePort(t),
+		"--sign-addr", d.sign,
 		"--milter-addr", freePort(t),
 		"--ops-addr", d.ops,
 		"--resolver", freePort(t), // nothing answers there: no traffic leaves the host
 		"--key-pool-size", "0",
-	)
-	// The test's own DKIMD_* environment must not leak into the child.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "DKIMD_") {
-			d.cmd.Env = append(d.cmd.Env, kv)
-		}
 	}
+	d.cmd = d.command("serve")
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -550,6 +549,54 @@ func startDkimd(t *testing.T) *runningDkimd {
 		}
 	})
 	return d
+}
+
+// command runs a dkimd subcommand on the same store and settings; the
+// test's own DKIMD_* environment does not leak into it.
+func (d *runningDkimd) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(d.bin, append(args, d.args...)...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DKIMD_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	return cmd
+}
+
+// traffic makes the labelled request counters exist: an API call and a
+// refused sign request.
+func (d *runningDkimd) traffic(t *testing.T) {
+	t.Helper()
+	var stderr bytes.Buffer
+	create := d.command("brand", "create", "acme")
+	create.Stderr = &stderr
+	out, err := create.Output()
+	if err != nil {
+		t.Fatalf("dkimd brand create: %v\n%s", err, stderr.String())
+	}
+	secret := strings.TrimSpace(string(out))
+	req, err := http.NewRequest(http.MethodGet, "http://"+d.api+"/cloudapi/v2/mail/dkim/acme", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("acme", secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET brand without domains = %d, want 404", resp.StatusCode)
+	}
+	msg := "From: someone@unknown.example\r\nSubject: x\r\n\r\nbody\r\n"
+	resp, err = http.Post("http://"+d.sign+"/v1/sign", "message/rfc822", strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Errorf("sign for an unknown domain = %d, want 422", resp.StatusCode)
+	}
 }
 
 // waitReady polls /readyz until it answers 200.
@@ -649,6 +696,7 @@ func TestRunningDkimd(t *testing.T) {
 	refs := referencedMetrics(t)
 	d := startDkimd(t)
 	d.waitReady(t)
+	d.traffic(t)
 
 	resp, err := http.Get("http://" + d.ops + "/healthz")
 	if err != nil {
