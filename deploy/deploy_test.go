@@ -362,6 +362,13 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 
+	// kustomize renders what `kubectl apply -k` would send, offline.
+	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+		if out, err := exec.Command(kubectl, "kustomize", "kubernetes").CombinedOutput(); err != nil {
+			t.Errorf("kubectl kustomize: %v\n%s", err, out)
+		}
+	}
+
 	pdb := objs["PodDisruptionBudget"][0]
 	if !subset(get(pdb, "spec", "selector", "matchLabels"), podLabels) {
 		t.Errorf("PodDisruptionBudget does not select the pods")
