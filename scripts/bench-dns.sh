@@ -3,6 +3,8 @@
 # AXFR. See docs/performance.md for results and how to read them.
 #
 #   N=10000 DURATION=10 scripts/bench-dns.sh      # or: make bench-dns N=100000
+#   DKIMD_PROCS=1 (GOMAXPROCS of dkimd), ROUNDS=2, CLIENTS=4, KEEP=1 (keep the
+#   temp dir), REUSE=<kept dir> (skip loading), *_PORT to move the listeners.
 #
 # Needs nsd, dnsperf and dig (Debian: nsd dnsperf bind9-dnsutils). Everything
 # listens on 127.0.0.1; all state lives in a temporary directory.
@@ -38,10 +40,17 @@ echo "== building"
 go build -o "$WORK/dkimd" ./cmd/dkimd
 go build -o "$WORK/load" ./bench/dns/load
 
-echo "== loading $N domains"
-t0=$(date +%s.%N)
-"$WORK/load" -data-dir "$WORK/data" -n "$N" -queries "$WORK/queries.txt" -zone "$ZONE" 2>&1 | tail -1
-echo "loaded in $(echo "$(date +%s.%N) - $t0" | bc) s"
+if [ -n "${REUSE:-}" ]; then
+	# REUSE=/tmp/bench-dns.XXXX from an earlier run with KEEP=1: skip the load.
+	echo "== reusing the store and query file of $REUSE"
+	cp -r "$REUSE/data" "$WORK/data"
+	cp "$REUSE/queries.txt" "$WORK/queries.txt"
+else
+	echo "== loading $N domains"
+	t0=$(date +%s.%N)
+	"$WORK/load" -data-dir "$WORK/data" -n "$N" -queries "$WORK/queries.txt" -zone "$ZONE" 2>&1 | tail -1
+	echo "loaded in $(echo "$(date +%s.%N) - $t0" | bc) s"
+fi
 
 SECRET=$(head -c 32 /dev/urandom | base64)
 echo "xfr.$ZONE hmac-sha256 $SECRET" > "$WORK/tsig.key"
