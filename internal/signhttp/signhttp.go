@@ -3,6 +3,23 @@
 // "Command line"). It streams the body through the signer, so a message's
 // size costs no heap, and enforces the size limit and the bearer token.
 //
+// The contract, for MTA-side scripts:
+//
+//	POST /v1/sign                      body: the message, CRLF or bare LF
+//	Authorization: Bearer <token>      when --sign-token is set
+//	X-Request-Id: <id>                 optional; echoed, and in error bodies
+//
+//	200 text/plain                     the field(s), CRLF line ends, to prepend
+//	    Dkim-Domain: <d=>              the From domain, or <brand>.<zone>
+//	    Dkim-Selector: <s=>[, <s=>]    RSA first; a second when Ed25519 also signed
+//	    Dkim-Mode: aligned|fallback
+//	422 not signed, in the error envelope, code one of NO_FROM, MULTIPLE_FROM,
+//	    BAD_FROM, HEADER_UNPARSEABLE, HEADER_TOO_LARGE, UNKNOWN_DOMAIN,
+//	    AMBIGUOUS_DOMAIN, NO_ACTIVE_KEY, and the reason as title
+//	400 BAD_REQUEST (the body could not be read), 401 UNAUTHORIZED,
+//	405, 413 BODY_TOO_LARGE (--sign-max-bytes), 503 UNAVAILABLE (no keys
+//	cached and the store is away)
+//
 // It owns the transport only: which key signs and how is package signer's.
 package signhttp
 
