@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"dkimd/internal/dkimkey"
 	"dkimd/internal/keystore"
@@ -139,8 +141,9 @@ func TestNSDSecondary(t *testing.T) {
 	}
 	nsdPort := freePort(t)
 	nsdAddr := fmt.Sprintf("127.0.0.1:%d", nsdPort)
+	reg := prometheus.NewRegistry()
 	srv := startServer(t, store, zone.Options{
-		TSIG: &testKey, XFRAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Secondaries: []string{nsdAddr},
+		Registry: reg, TSIG: &testKey, XFRAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Secondaries: []string{nsdAddr},
 	})
 	store.OnCommit(func(uint32) { srv.Kick() })
 	startNSD(t, nsdPort, srv.Addr())
@@ -174,4 +177,40 @@ func TestNSDSecondary(t *testing.T) {
 	if got := strings.ReplaceAll(strings.ReplaceAll(strings.TrimSpace(string(out)), `" "`, ""), `"`, ""); got != want {
 		t.Errorf("dig @nsd = %q, want %q", got, want)
 	}
+
+	// NSD was current, so it took the change as an incremental transfer.
+	if n := testutil.ToFloat64(xfrCounter(t, reg, "ixfr")); n < 1 {
+		t.Errorf("no IXFR served (dkimd_dns_transfers_total{result=\"ixfr\"} = %v)", n)
+	}
+	if err := svc.DeleteDomain(ctx, "acme", "example.com", actor); err != nil {
+		t.Fatal(err)
+	}
+	took = waitAnswer(t, nsdAddr, name, dns.TypeTXT, func(r *dns.Msg) bool { return r.Rcode == dns.RcodeNameError }, 10*time.Second)
+	t.Logf("NSD answers NXDOMAIN %v after the delete", took)
+	if n := testutil.ToFloat64(xfrCounter(t, reg, "ixfr")); n < 2 {
+		t.Errorf("the delete was not an IXFR either (%v)", n)
+	}
+	// The brand's records survived both increments.
+	brand := "selector1._domainkey.acme." + testZone + "."
+	waitAnswer(t, nsdAddr, brand, dns.TypeTXT, func(r *dns.Msg) bool { return r.Rcode == dns.RcodeSuccess && len(r.Answer) == 1 }, time.Second)
+}
+
+func xfrCounter(t *testing.T, reg *prometheus.Registry, result string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
+	for _, mf := range mfs {
+		if mf.GetName() != "dkimd_dns_transfers_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == result {
+				c.Add(m.GetCounter().GetValue())
+			}
+		}
+	}
+	return c
 }

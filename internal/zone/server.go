@@ -101,6 +101,8 @@ type Server struct {
 	stale   bool // the builder's bookkeeping is unreliable: reload in full
 	zoneFQ  string
 	udp     []*net.UDPConn
+	histMu  sync.Mutex
+	history []delta // consecutive deltas, oldest first, for IXFR
 	tcpLn   net.Listener
 	tcpSrv  *dns.Server
 	tcpDone chan error
@@ -199,6 +201,7 @@ func (s *Server) Sync(ctx context.Context) error {
 		}
 	}
 	s.stale = false
+	s.recordDelta(cur.serial, serial, s.b.removed, s.b.added)
 	s.publish(s.b.finish())
 	s.m.incr.Inc()
 	s.log.Debug("zone updated", slog.Uint64("serial", uint64(serial)), slog.Int("owners", len(changes)),
@@ -230,6 +233,9 @@ func (s *Server) fullLoad(ctx context.Context, serial uint32) error {
 		return err
 	}
 	s.stale = false
+	s.histMu.Lock()
+	s.history = nil // a full load has no delta to the previous snapshot
+	s.histMu.Unlock()
 	snap := s.b.finish()
 	s.publish(snap)
 	s.m.full.Inc()
@@ -582,16 +588,23 @@ func (s *Server) transfer(w dns.ResponseWriter, req *dns.Msg, from netip.Addr, s
 	}
 	snap := s.cur.Load()
 	soa := snap.params.soa(snap.serial)
+	kind := "axfr"
+	var deltas []delta
 	if req.Question[0].Qtype == dns.TypeIXFR && len(req.Ns) == 1 {
-		if have, ok := req.Ns[0].(*dns.SOA); ok && !serialLess(have.Serial, snap.serial) {
-			r := new(dns.Msg)
-			r.SetReply(req)
-			r.Authoritative = true
-			r.Answer = []dns.RR{soa}
-			r.SetTsig(req.IsTsig().Hdr.Name, req.IsTsig().Algorithm, 300, time.Now().Unix())
-			_ = w.WriteMsg(r)
-			s.m.xfrs.WithLabelValues("current").Inc()
-			return dns.RcodeSuccess
+		if have, ok := req.Ns[0].(*dns.SOA); ok {
+			if !serialLess(have.Serial, snap.serial) {
+				r := new(dns.Msg)
+				r.SetReply(req)
+				r.Authoritative = true
+				r.Answer = []dns.RR{soa}
+				r.SetTsig(req.IsTsig().Hdr.Name, req.IsTsig().Algorithm, 300, time.Now().Unix())
+				_ = w.WriteMsg(r)
+				s.m.xfrs.WithLabelValues("current").Inc()
+				return dns.RcodeSuccess
+			}
+			if deltas = s.deltasSince(have.Serial, snap.serial); deltas != nil {
+				kind = "ixfr"
+			}
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -601,7 +614,12 @@ func (s *Server) transfer(w dns.ResponseWriter, req *dns.Msg, from netip.Addr, s
 		defer close(ch)
 		batch := []dns.RR{soa}
 		size := 0
-		send := func() bool {
+		emit := func(rr dns.RR) bool {
+			batch = append(batch, rr)
+			size += dns.Len(rr)
+			if size <= 16000 {
+				return true
+			}
 			select {
 			case ch <- &dns.Envelope{RR: batch}:
 				batch, size = nil, 0
@@ -610,17 +628,18 @@ func (s *Server) transfer(w dns.ResponseWriter, req *dns.Msg, from netip.Addr, s
 				return false
 			}
 		}
-		ok := snap.each(func(rr dns.RR) bool {
-			batch = append(batch, rr)
-			size += dns.Len(rr)
-			if size > 16000 {
-				return send()
-			}
-			return true
-		})
+		var ok bool
+		if deltas != nil {
+			ok = sendDeltas(snap.params, deltas, emit) // RFC 1995 §4: incremental
+		} else {
+			ok = snap.each(emit)
+		}
 		if ok {
 			batch = append(batch, soa)
-			send()
+			select {
+			case ch <- &dns.Envelope{RR: batch}:
+			case <-ctx.Done():
+			}
 		}
 	}()
 	err := new(dns.Transfer).Out(w, req, ch)
@@ -632,9 +651,106 @@ func (s *Server) transfer(w dns.ResponseWriter, req *dns.Msg, from netip.Addr, s
 		s.log.Warn("zone transfer failed", slog.String("remote", from.String()), slog.Any("error", err))
 		return dns.RcodeServerFailure
 	}
-	s.m.xfrs.WithLabelValues("ok").Inc()
-	s.log.Info("zone transferred", slog.String("remote", from.String()), slog.Uint64("serial", uint64(snap.serial)))
+	s.m.xfrs.WithLabelValues(kind).Inc()
+	s.log.Info("zone transferred", slog.String("kind", kind), slog.String("remote", from.String()), slog.Uint64("serial", uint64(snap.serial)))
 	return dns.RcodeSuccess
+}
+
+// delta is what changed between two consecutive snapshots.
+type delta struct {
+	from, to       uint32
+	removed, added []txtRecord
+}
+
+// Deltas kept for IXFR: enough for secondaries that are a few changes
+// behind; a secondary further behind gets a full transfer.
+const (
+	maxDeltas       = 256
+	maxDeltaRecords = 200000
+)
+
+func (s *Server) recordDelta(from, to uint32, removed, added []txtRecord) {
+	// An owner's unchanged records are removed and added again by replace;
+	// they are no change for a secondary.
+	same := map[string]int{}
+	for _, r := range removed {
+		same[r.name+"\x00"+string(r.body)]++
+	}
+	var add []txtRecord
+	for _, r := range added {
+		k := r.name + "\x00" + string(r.body)
+		if same[k] > 0 {
+			same[k]--
+			continue
+		}
+		add = append(add, r)
+	}
+	var del []txtRecord
+	for _, r := range removed {
+		k := r.name + "\x00" + string(r.body)
+		if same[k] > 0 {
+			same[k]--
+			del = append(del, r)
+		}
+	}
+	s.histMu.Lock()
+	defer s.histMu.Unlock()
+	if n := len(s.history); n > 0 && s.history[n-1].to != from {
+		s.history = nil
+	}
+	s.history = append(s.history, delta{from: from, to: to, removed: del, added: add})
+	total := 0
+	for i := len(s.history) - 1; i >= 0; i-- {
+		total += len(s.history[i].removed) + len(s.history[i].added)
+		if total > maxDeltaRecords || len(s.history)-i > maxDeltas {
+			s.history = append([]delta(nil), s.history[i+1:]...)
+			break
+		}
+	}
+}
+
+// deltasSince is the chain of deltas from serial have to serial want, or
+// nil when the history does not reach back that far.
+func (s *Server) deltasSince(have, want uint32) []delta {
+	s.histMu.Lock()
+	defer s.histMu.Unlock()
+	for i, d := range s.history {
+		if d.from == have {
+			chain := s.history[i:]
+			if chain[len(chain)-1].to != want {
+				return nil
+			}
+			return append([]delta(nil), chain...)
+		}
+	}
+	return nil
+}
+
+// sendDeltas emits the body of an incremental transfer: for each delta the
+// old SOA, the removed records, the new SOA and the added records.
+func sendDeltas(p Params, deltas []delta, emit func(dns.RR) bool) bool {
+	for _, d := range deltas {
+		for _, part := range []struct {
+			serial uint32
+			recs   []txtRecord
+		}{{d.from, d.removed}, {d.to, d.added}} {
+			if !emit(p.soa(part.serial)) {
+				return false
+			}
+			for _, r := range part.recs {
+				ans, _, _, err := unrender(r.name, dns.TypeTXT, r.body)
+				if err != nil {
+					continue
+				}
+				for _, rr := range ans {
+					if !emit(rr) {
+						return false
+					}
+				}
+			}
+		}
+	}
+	return true
 }
 
 // serialLess is RFC 1982 serial number arithmetic.

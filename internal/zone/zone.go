@@ -285,6 +285,16 @@ type builder struct {
 
 	next  *Snapshot
 	owned [shardCount]bool
+
+	// The TXT records an incremental build removed and added: the delta
+	// that IXFR sends.
+	removed, added []txtRecord
+}
+
+// txtRecord is a TXT record as its owner name and rendered body.
+type txtRecord struct {
+	name string // fqdn
+	body []byte
 }
 
 func newBuilder(p Params) (*builder, error) {
@@ -312,6 +322,7 @@ func (b *builder) begin(serial uint32, full bool) error {
 		next.records = b.cur.records
 	}
 	b.next = next
+	b.removed, b.added = nil, nil
 	var err error
 	if next.negative, err = render(fqdn(b.params.Zone), dns.TypeSOA, false, nil,
 		[]dns.RR{b.params.negativeSOA(serial)}, nil); err != nil {
@@ -478,6 +489,9 @@ func (b *builder) replace(owner keystore.ZoneChange, recs []Record) error {
 	for _, name := range b.owners[owner] {
 		if n := b.lookupNode(name); n != nil && len(n.answers) > 0 {
 			b.next.records--
+			if a := n.find(dns.TypeTXT); a != nil {
+				b.removed = append(b.removed, txtRecord{name, a.body})
+			}
 		}
 		if err := b.removeAncestors(name); err != nil {
 			return err
@@ -498,6 +512,9 @@ func (b *builder) replace(owner keystore.ZoneChange, recs []Record) error {
 			return err
 		}
 		names = append(names, fqdn(r.Name))
+		if n := b.lookupNode(r.Name); n != nil && len(n.answers) > 0 {
+			b.added = append(b.added, txtRecord{fqdn(r.Name), n.answers[0].body})
+		}
 	}
 	if len(names) > 0 {
 		b.owners[owner] = names
