@@ -19,6 +19,11 @@ import (
 // startMilter serves the milter on a loopback port.
 func startMilter(t *testing.T, f *signertest.Fixture, reg *prometheus.Registry) string {
 	t.Helper()
+	return startMilterTB(t, f, reg)
+}
+
+func startMilterTB(t testing.TB, f *signertest.Fixture, reg *prometheus.Registry) string {
+	t.Helper()
 	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Registerer: reg, Listener: "milter"})
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +78,7 @@ func runMilter(t *testing.T, sess *gomilter.ClientSession, fields []field, body 
 	return mods, act
 }
 
-func session(t *testing.T, addr string) *gomilter.ClientSession {
+func session(t testing.TB, addr string) *gomilter.ClientSession {
 	t.Helper()
 	c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
