@@ -22,8 +22,9 @@ import (
 
 // TestPostfixSignsThroughMilter runs a private instance of Debian's Postfix
 // on loopback ports with the shipped main.cf snippet pointing at our milter,
-// submits mail with swaks, lets Postfix relay it to a small SMTP sink, and
-// verifies what arrives with go-msgauth and dkimpy through the loopback DNS.
+// submits mail with swaks (smtpd_milters) and sendmail(1) (non_smtpd_milters),
+// lets Postfix relay it to a small SMTP sink, and verifies what arrives with
+// go-msgauth and dkimpy through dkimd's DNS.
 func TestPostfixSignsThroughMilter(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow: skipped with -short")
@@ -44,14 +45,16 @@ func TestPostfixSignsThroughMilter(t *testing.T) {
 	pf := startPostfix(t, smtpdAddr, sink.addr,
 		strings.ReplaceAll(string(snippet), "inet:127.0.0.1:8891", "inet:"+milterAddr))
 
-	cases := []struct {
+	type mail struct {
+		via    string // smtp (swaks to smtpd) or sendmail (pickup)
 		from   string
 		d      []string // the signatures expected, by d=
 		signed bool
-	}{
-		{signertest.AlignedEd, []string{signertest.AlignedEd, signertest.AlignedEd}, true},
-		{signertest.FallbackRSA, []string{signertest.Brand + "." + signertest.Zone}, true},
-		{signertest.Unknown, nil, false},
+	}
+	cases := []mail{
+		{"smtp", signertest.AlignedEd, []string{signertest.AlignedEd, signertest.AlignedEd}, true},
+		{"smtp", signertest.FallbackRSA, []string{signertest.Brand + "." + signertest.Zone}, true},
+		{"smtp", signertest.Unknown, nil, false},
 	}
 	for i, c := range cases {
 		out, err := exec.Command("swaks", "--server", smtpdAddr, "--helo", "client.dkimd-test.invalid",
@@ -65,6 +68,14 @@ func TestPostfixSignsThroughMilter(t *testing.T) {
 			t.Fatalf("swaks: %v\n%s\n%s", err, out, pf.log())
 		}
 	}
+	// Local submission through sendmail(1): pickup, then non_smtpd_milters.
+	local := "From: Alice <alice@" + signertest.AlignedRSA + ">\nTo: carol@example.net\nSubject: local submission\n\nSubmitted with sendmail(1).\n"
+	sm := exec.Command("/usr/sbin/sendmail", "-C", pf.conf(), "-f", "alice@"+signertest.AlignedRSA, "carol@example.net")
+	sm.Stdin = strings.NewReader(local)
+	if out, err := sm.CombinedOutput(); err != nil {
+		t.Fatalf("sendmail: %v\n%s\n%s", err, out, pf.log())
+	}
+	cases = append(cases, mail{"sendmail", signertest.AlignedRSA, []string{signertest.AlignedRSA}, true})
 	got := sink.wait(t, len(cases), 60*time.Second, pf.log)
 	wire := make(map[string][]byte)
 	for _, c := range cases {
@@ -77,7 +88,7 @@ func TestPostfixSignsThroughMilter(t *testing.T) {
 		if msg == nil {
 			t.Fatalf("no message from %s arrived; got %d messages\n%s", c.from, len(got), pf.log())
 		}
-		t.Run(c.from, func(t *testing.T) {
+		t.Run(c.via+"/"+c.from, func(t *testing.T) {
 			n := bytes.Count(msg, []byte("\r\nDKIM-Signature:"))
 			if bytes.HasPrefix(msg, []byte("DKIM-Signature:")) {
 				n++
@@ -136,6 +147,8 @@ func freeAddr(t *testing.T) string {
 type postfix struct {
 	dir string
 }
+
+func (p *postfix) conf() string { return filepath.Join(p.dir, "conf") }
 
 func (p *postfix) log() string {
 	b, _ := os.ReadFile(filepath.Join(p.dir, "maillog"))
