@@ -11,6 +11,7 @@ type metrics struct {
 	signed   *prometheus.CounterVec
 	refused  *prometheus.CounterVec
 	errors   prometheus.Counter
+	reads    prometheus.Counter
 	duration prometheus.Histogram
 	keyLoads prometheus.Counter
 	stale    prometheus.Counter
@@ -29,7 +30,11 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		}, []string{"code"}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dkimd_sign_errors_total", ConstLabels: cl,
-			Help: "Messages not signed because of a failure (store, key, read error), not the message.",
+			Help: "Messages not signed because of a failure of dkimd (store, key, signing), not the message.",
+		}),
+		reads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dkimd_sign_read_errors_total", ConstLabels: cl,
+			Help: "Messages not signed because reading them failed: a client that went away, a truncated or oversized upload.",
 		}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "dkimd_sign_duration_seconds", ConstLabels: cl,
@@ -46,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.signed, m.refused, m.errors, m.duration, m.keyLoads, m.stale} {
+		for _, c := range []prometheus.Collector{m.signed, m.refused, m.errors, m.reads, m.duration, m.keyLoads, m.stale} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -62,9 +67,12 @@ func (m *metrics) observeSigned(r Result, d time.Duration) {
 
 func (m *metrics) observeError(err error) {
 	var r *Refusal
-	if errors.As(err, &r) {
+	switch {
+	case errors.As(err, &r):
 		m.refused.WithLabelValues(r.Code).Inc()
-		return
+	case errors.Is(err, ErrRead):
+		m.reads.Inc()
+	default:
+		m.errors.Inc()
 	}
-	m.errors.Inc()
 }

@@ -174,12 +174,33 @@ func (s *Signer) Sign(ctx context.Context, r io.Reader) (Result, error) {
 		// All header: EOF came before the empty line, so there is no body.
 		return m.Close()
 	}
-	if _, err := io.Copy(m, br); err != nil {
+	src := &errReader{r: br}
+	if _, err := io.Copy(m, src); err != nil {
 		m.Abort()
+		if src.err != nil {
+			err = fmt.Errorf("%w: %w", ErrRead, err)
+		} else {
+			err = fmt.Errorf("signer: %w", err)
+		}
 		s.metrics.observeError(err)
-		return Result{}, fmt.Errorf("%w: %w", ErrRead, err)
+		return Result{}, err
 	}
 	return m.Close()
+}
+
+// errReader remembers a read error, so that a failed copy can be told
+// apart: the source's fault (ErrRead) or the signer's.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
 }
 
 // Message is one message being signed: Begin has read its header, Write
@@ -233,6 +254,7 @@ func (s *Signer) Begin(ctx context.Context, header []byte) (*Message, error) {
 	m.w = newCRLFWriter(io.MultiWriter(writers...))
 	if _, err := m.w.Write(header); err != nil {
 		m.Abort()
+		s.metrics.observeError(err)
 		return nil, fmt.Errorf("signer: %w", err)
 	}
 	if !endsWithEmptyLine(header) {
@@ -245,6 +267,7 @@ func (s *Signer) Begin(ctx context.Context, header []byte) (*Message, error) {
 		}
 		if _, err := io.WriteString(m.w, sep); err != nil {
 			m.Abort()
+			s.metrics.observeError(err)
 			return nil, fmt.Errorf("signer: %w", err)
 		}
 	}

@@ -458,3 +458,41 @@ func metricSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return sum
 }
+
+// failingReader hands out a message and then fails, as a client that goes
+// away mid-upload.
+type failingReader struct {
+	r   *strings.Reader
+	err error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.r.Len() == 0 {
+		return 0, f.err
+	}
+	return f.r.Read(p)
+}
+
+func TestReadErrorsAreTheSourcesFault(t *testing.T) {
+	f := signertest.New(t)
+	reg := prometheus.NewRegistry()
+	s := newSigner(t, f, reg)
+	gone := errors.New("connection reset by peer")
+	for name, msg := range map[string]string{
+		"in the header": "From: a@" + signertest.AlignedRSA + "\r\nSubj",
+		"in the body":   message(signertest.AlignedRSA, "half a bo"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := s.Sign(context.Background(), &failingReader{r: strings.NewReader(msg), err: gone})
+			if !errors.Is(err, signer.ErrRead) || !errors.Is(err, gone) {
+				t.Fatalf("Sign = %v, want ErrRead wrapping the reader's error", err)
+			}
+		})
+	}
+	if n := metricSum(t, reg, "dkimd_sign_read_errors_total"); n != 2 {
+		t.Errorf("dkimd_sign_read_errors_total = %v, want 2", n)
+	}
+	if n := metricSum(t, reg, "dkimd_sign_errors_total"); n != 0 {
+		t.Errorf("dkimd_sign_errors_total = %v, want 0: a client's failure is not dkimd's", n)
+	}
+}
