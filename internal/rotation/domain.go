@@ -32,14 +32,19 @@ type outcome struct {
 // checks DNS and mints keys outside the transaction, then applies the
 // outcome only if the domain is still at the version it read; otherwise it
 // starts over.
-func (s *Service) stepDomain(ctx context.Context, name string, now time.Time, brandInterval time.Duration) error {
-	for range maxAttempts {
-		d, err := s.store.Domain(ctx, name)
-		if errors.Is(err, keystore.ErrNotFound) {
-			return nil // deleted meanwhile
-		}
-		if err != nil {
-			return err
+func (s *Service) stepDomain(ctx context.Context, due keystore.Domain, now time.Time, brandInterval time.Duration) error {
+	name := due.Name
+	for attempt := range maxAttempts {
+		d := due
+		if attempt > 0 {
+			var err error
+			d, err = s.store.Domain(ctx, name)
+			if errors.Is(err, keystore.ErrNotFound) {
+				return nil // deleted meanwhile
+			}
+			if err != nil {
+				return err
+			}
 		}
 		keys, err := s.store.Keys(ctx, keystore.OwnerDomain, name)
 		if err != nil {
@@ -78,16 +83,7 @@ func (s *Service) stepDomain(ctx context.Context, name string, now time.Time, br
 			return err
 		}
 		o := s.planDomain(d, km, checks, fresh, now, s.interval(brandInterval))
-		err = s.store.Update(ctx, func(tx keystore.Tx) error {
-			cur, err := tx.Domain(ctx, name)
-			if err != nil {
-				return err
-			}
-			if cur.Version != d.Version {
-				return fmt.Errorf("rotation: %s changed since read: %w", name, keystore.ErrStale)
-			}
-			return s.apply(ctx, tx, o)
-		})
+		err = s.store.Update(ctx, func(tx keystore.Tx) error { return s.apply(ctx, tx, o) })
 		switch {
 		case errors.Is(err, keystore.ErrStale):
 			s.m.failures.WithLabelValues("conflict").Inc()
@@ -109,18 +105,22 @@ func (s *Service) stepDomain(ctx context.Context, name string, now time.Time, br
 func (s *Service) apply(ctx context.Context, tx keystore.Tx, o outcome) error {
 	txNow := s.now()
 	for _, k := range o.put {
+		if o.fresh[k.Selector] && !o.d.PendingSwitchAt.IsZero() {
+			o.d.PendingSwitchAt = laterOf(o.d.PendingSwitchAt, txNow.Add(s.cfg.PublishLeadTime))
+		}
+	}
+	// UpdateDomain first: it refuses a domain changed since it was read
+	// (ErrStale), before any key is touched.
+	if _, err := tx.UpdateDomain(ctx, o.d); err != nil {
+		return err
+	}
+	for _, k := range o.put {
 		if o.fresh[k.Selector] {
 			k.CreatedAt, k.PublishedAt = txNow, txNow
-			if !o.d.PendingSwitchAt.IsZero() {
-				o.d.PendingSwitchAt = laterOf(o.d.PendingSwitchAt, txNow.Add(s.cfg.PublishLeadTime))
-			}
 		}
 		if err := tx.PutKey(ctx, k); err != nil {
 			return err
 		}
-	}
-	if _, err := tx.UpdateDomain(ctx, o.d); err != nil {
-		return err
 	}
 	for _, a := range o.audit {
 		if err := tx.AppendAudit(ctx, a); err != nil {
@@ -285,6 +285,9 @@ func (s *Service) planDomain(d keystore.Domain, km map[string]keystore.Key, chec
 func (s *Service) backoff(n int) time.Duration {
 	if n < 1 {
 		n = 1
+	}
+	if n > s.cfg.FrequentRetries {
+		return max(s.cfg.SettledCheckInterval, s.cfg.MaxBackoff)
 	}
 	d := s.cfg.MinBackoff
 	for i := 1; i < n && d < s.cfg.MaxBackoff; i++ {

@@ -44,13 +44,14 @@ type publicDNS struct {
 	// customer tells what the customer's DNS holds for domain's selector at t.
 	customer func(domain, selector string, t time.Time) cnameMode
 
-	mu   sync.Mutex
-	mode resolverMode
+	mu    sync.Mutex
+	mode  resolverMode
+	cache map[string]string // our TXT by name, dropped at every zone change
 
 	addr string
 }
 
-func startPublicDNS(t testing.TB, store keystore.Reader, zone string, now func() time.Time,
+func startPublicDNS(t testing.TB, store *keystore.SQL, zone string, now func() time.Time,
 	customer func(domain, selector string, t time.Time) cnameMode) *publicDNS {
 	t.Helper()
 	p := &publicDNS{t: t, store: store, zone: zone, now: now, customer: customer}
@@ -65,6 +66,11 @@ func startPublicDNS(t testing.TB, store keystore.Reader, zone string, now func()
 	<-started
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	p.addr = pc.LocalAddr().String()
+	store.OnCommit(func(uint32) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.cache = nil
+	})
 	return p
 }
 
@@ -78,6 +84,23 @@ var selectors = []string{provision.Selector1Ed25519, provision.Selector2Ed25519,
 
 // ourTXT is the record dkimd's zone holds at name, "" when none.
 func (p *publicDNS) ourTXT(name string) string {
+	p.mu.Lock()
+	v, ok := p.cache[name]
+	p.mu.Unlock()
+	if ok {
+		return v
+	}
+	v = p.lookupTXT(name)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cache == nil {
+		p.cache = map[string]string{}
+	}
+	p.cache[name] = v
+	return v
+}
+
+func (p *publicDNS) lookupTXT(name string) string {
 	first, rest, ok := strings.Cut(name, ".")
 	if !ok || rest != "_domainkey."+p.zone {
 		return ""

@@ -107,6 +107,7 @@ func (s *Service) emergency(ctx context.Context, brand, domain string, actor pro
 		for sel, k := range fresh {
 			km[sel] = k
 		}
+		_, freshNew := fresh[ps[0][1]]
 		var check checkResult
 		check.sc, check.err = s.checker.CheckKey(ctx, d, km[ps[0][1]])
 		var out keystore.Domain
@@ -155,7 +156,9 @@ func (s *Service) emergency(ctx context.Context, brand, domain string, actor pro
 			case check.err != nil:
 				cur.NextCheckAt = now // no verdict: let the loop look again at once
 				cur.StatusReason = "emergency rotation; DNS check of the new selector failed: " + check.sc.Error
-			case check.sc.Verdict == VerdictOK:
+			case check.sc.Verdict == VerdictOK || freshNew && check.sc.Verdict == VerdictKeyMismatch:
+				// A fresh key is published by this very commit: the check
+				// could only see the CNAME in place and the old record.
 				cur.Status, cur.StatusReason, cur.LastCheckedAt, cur.CheckFailures = keystore.StatusActive, "", now, 0
 			default:
 				if cur.Status == keystore.StatusActive {

@@ -57,8 +57,13 @@ type Config struct {
 	// checked again.
 	SettledCheckInterval time.Duration
 	// MinBackoff and MaxBackoff bound the retry interval of a domain whose
-	// check failed or whose switch waits: it doubles from MinBackoff.
+	// check failed or whose switch waits: it doubles from MinBackoff. After
+	// FrequentRetries unhealthy checks in a row (about two days with the
+	// defaults) a domain is retried at the settled interval only, so that
+	// customers who never finish their DNS setup do not cost a check an
+	// hour for ever.
 	MinBackoff, MaxBackoff time.Duration
+	FrequentRetries        int
 	// BatchSize bounds the domains one Step looks at, and so the checks
 	// sent to the resolver per tick.
 	BatchSize int
@@ -78,6 +83,9 @@ func (c Config) withDefaults() Config {
 	def(&c.SettledCheckInterval, 24*time.Hour)
 	def(&c.MinBackoff, 30*time.Second)
 	def(&c.MaxBackoff, time.Hour)
+	if c.FrequentRetries <= 0 {
+		c.FrequentRetries = 56
+	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = 200
 	}
@@ -150,7 +158,7 @@ func (s *Service) Step(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for d := range work {
-				if err := s.stepDomain(ctx, d.Name, now, intervals[d.Brand]); err != nil && ctx.Err() == nil {
+				if err := s.stepDomain(ctx, d, now, intervals[d.Brand]); err != nil && ctx.Err() == nil {
 					s.m.failures.WithLabelValues(failureReason(err)).Inc()
 					s.log.Error("rotation step failed", slog.String("domain", d.Name), slog.Any("error", err))
 				}
