@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/textproto"
+	"runtime"
 	"strings"
 	"time"
 
@@ -168,6 +169,10 @@ func (m *session) Headers(_ textproto.MIMEHeader, mod *gomilter.Modifier) (gomil
 		return gomilter.RespAccept, nil
 	}
 	m.msg = msg
+	// An MTA that drops the connection mid-message (a milter timeout, a
+	// crash) sends no abort, and go-milter tells no one: once the session
+	// is garbage, abort its message so the signature goroutines end.
+	runtime.AddCleanup(m, (*signer.Message).Abort, msg)
 	return gomilter.RespContinue, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -202,4 +203,62 @@ func TestMilterPassesUnsignableMail(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVanishedConnectionReleasesTheMessage: an MTA that drops the
+// connection mid-message sends no abort; the message's signature
+// goroutines must end anyway.
+func TestVanishedConnectionReleasesTheMessage(t *testing.T) {
+	f := signertest.New(t)
+	addr := startMilter(t, f, prometheus.NewRegistry())
+	settle := func() int {
+		for range 5 {
+			runtime.GC()
+			time.Sleep(20 * time.Millisecond)
+		}
+		return runtime.NumGoroutine()
+	}
+	base := settle()
+	for range 5 {
+		d := &recordingDialer{}
+		c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
+			Dialer: d, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+			ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader,
+		})
+		sess, err := c.Session()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fl := range fieldsFor(signertest.AlignedEd) {
+			if _, err := sess.HeaderField(fl.name, fl.value); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := sess.HeaderEnd(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sess.BodyChunk([]byte("half a body\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		d.conn.Close() // no abort, no quit, no end of message
+	}
+	// Five messages with two signatures each leaked ten goroutines before
+	// the cleanup; allow some slack for the runtime's own.
+	var n int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		if n = settle(); n <= base+2 {
+			return
+		}
+	}
+	t.Fatalf("%d goroutines after five vanished connections, %d before", n, base)
+}
+
+// recordingDialer keeps the connection, so that a test can drop it the
+// hard way, as a crashed or timed-out MTA does.
+type recordingDialer struct{ conn net.Conn }
+
+func (d *recordingDialer) Dial(network, addr string) (net.Conn, error) {
+	c, err := net.Dial(network, addr)
+	d.conn = c
+	return c, err
 }

@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
@@ -211,7 +212,9 @@ type Message struct {
 	res     Result
 	signers []*dkim.Signer
 	w       *crlfWriter
-	closed  bool
+	// closed is atomic because Abort may come from a cleanup (the milter
+	// aborts the message of a connection that vanished) on another goroutine.
+	closed atomic.Bool
 }
 
 // Begin picks the keys for a message from its header block (the header
@@ -297,10 +300,9 @@ func (m *Message) Write(p []byte) (int, error) { return m.w.Write(p) }
 
 // Close finishes the signatures.
 func (m *Message) Close() (Result, error) {
-	if m.closed {
+	if m.closed.Swap(true) {
 		return Result{}, errors.New("signer: message already closed")
 	}
-	m.closed = true
 	var errs []error
 	for i, ds := range m.signers {
 		if err := ds.Close(); err != nil {
@@ -317,12 +319,12 @@ func (m *Message) Close() (Result, error) {
 	return m.res, nil
 }
 
-// Abort releases a message that will not be finished.
+// Abort releases a message that will not be finished: each signature
+// holds a goroutine until its message is closed or aborted.
 func (m *Message) Abort() {
-	if m.closed {
+	if m.closed.Swap(true) {
 		return
 	}
-	m.closed = true
 	for _, ds := range m.signers {
 		_ = ds.Close() // the error is about an incomplete message, which is the point
 	}
