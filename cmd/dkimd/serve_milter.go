@@ -20,7 +20,7 @@ func (a *app) startMilter(ctx context.Context, g *errgroup.Group) error {
 		a.log.Info("milter listener disabled")
 		return nil
 	}
-	s, err := a.newSigner("milter")
+	s, err := a.newSigner(ctx, g, "milter")
 	if err != nil {
 		return err
 	}

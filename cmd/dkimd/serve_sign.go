@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"dkimd/internal/keystore"
 	"dkimd/internal/signer"
 	"dkimd/internal/signhttp"
 )
@@ -21,11 +22,12 @@ import (
 const signShutdownTimeout = 15 * time.Second
 
 // newSigner builds a signer for one transport: each listener owns its own,
-// told apart by the listener label of the dkimd_sign_* metrics. Commits that
-// change keys reach it through OnCommit; other replicas' commits on a shared
-// Postgres after at most signer.Options.MaxAge (30 s), which is harmless
-// since a rotated-out key stays published.
-func (a *app) newSigner(listener string) (*signer.Signer, error) {
+// told apart by the listener label of the dkimd_sign_* metrics. Key changes
+// committed by this process reach it through OnCommit, those of other
+// replicas on a shared Postgres through LISTEN (one connection per signer,
+// ended with ctx); a domain's status change, which announces nothing, within
+// signer.Options.MaxAge (30 s).
+func (a *app) newSigner(ctx context.Context, g *errgroup.Group, listener string) (*signer.Signer, error) {
 	s, err := signer.New(signer.Options{
 		Store: a.store, Box: a.box, Zone: a.cfg.Zone, Now: a.now,
 		Log: a.log.With(slog.String("listener", listener)), Registerer: a.registry, Listener: listener,
@@ -34,6 +36,12 @@ func (a *app) newSigner(listener string) (*signer.Signer, error) {
 		return nil, err
 	}
 	a.store.OnCommit(func(uint32) { s.Invalidate() })
+	if a.store.Dialect() == keystore.Postgres {
+		g.Go(func() error {
+			s.FollowPostgres(ctx, a.store.URL())
+			return nil
+		})
+	}
 	return s, nil
 }
 
@@ -44,7 +52,7 @@ func (a *app) startSign(ctx context.Context, g *errgroup.Group) error {
 		a.log.Info("sign listener disabled")
 		return nil
 	}
-	s, err := a.newSigner("http")
+	s, err := a.newSigner(ctx, g, "http")
 	if err != nil {
 		return err
 	}
