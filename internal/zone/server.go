@@ -329,7 +329,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, c := range s.udp {
 		wg.Add(1)
-		go func() { defer wg.Done(); s.serveUDP(c) }()
+		go func() { defer wg.Done(); s.serveUDPBatch(c) }()
 	}
 	s.tcpSrv = &dns.Server{Listener: s.tcpLn, Handler: s, MsgAcceptFunc: acceptQueries,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
