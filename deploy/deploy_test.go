@@ -570,8 +570,8 @@ func (d *runningDkimd) command(args ...string) *exec.Cmd {
 	return cmd
 }
 
-// traffic makes the labelled request counters exist: an API call and a
-// refused sign request.
+// traffic makes the labelled request counters exist: an API call, a
+// refused and a signed message.
 func (d *runningDkimd) traffic(t *testing.T) {
 	t.Helper()
 	var stderr bytes.Buffer
@@ -595,14 +595,26 @@ func (d *runningDkimd) traffic(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("GET brand without domains = %d, want 404", resp.StatusCode)
 	}
-	msg := "From: someone@unknown.example\r\nSubject: x\r\n\r\nbody\r\n"
-	resp, err = http.Post("http://"+d.sign+"/v1/sign", "message/rfc822", strings.NewReader(msg))
-	if err != nil {
-		t.Fatal(err)
+	add := d.command("maildomain", "add", "acme", "mail.example")
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("dkimd maildomain add: %v\n%s", err, out)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnprocessableEntity {
-		t.Errorf("sign for an unknown domain = %d, want 422", resp.StatusCode)
+	for _, tc := range []struct {
+		from string
+		want int
+	}{
+		{"someone@unknown.example", http.StatusUnprocessableEntity},
+		{"someone@mail.example", http.StatusOK}, // the brand's fallback key signs
+	} {
+		msg := "From: " + tc.from + "\r\nSubject: x\r\n\r\nbody\r\n"
+		resp, err := http.Post("http://"+d.sign+"/v1/sign", "message/rfc822", strings.NewReader(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("sign for %s = %d, want %d", tc.from, resp.StatusCode, tc.want)
+		}
 	}
 }
 
