@@ -15,6 +15,7 @@ import (
 // receiving MTA would. One tampered message is the control that shows the
 // verifier does reject.
 func TestCorpusVerifiesWithDkimpy(t *testing.T) {
+	t.Parallel()
 	signertest.RequireDkimpy(t)
 	f := signertest.New(t)
 	s := newSigner(t, f, nil)

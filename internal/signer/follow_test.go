@@ -17,6 +17,7 @@ import (
 // two replicas. A rotation committed through the other one reaches this
 // signer through NOTIFY, long before its MaxAge.
 func TestFollowPostgresSeesOtherReplicas(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	url := keystoretest.PostgresURL(t)
 	open := func() *keystore.SQL {

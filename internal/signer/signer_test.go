@@ -65,6 +65,7 @@ func tags(field string) map[string]string {
 // publishes the store's keys and the customers' CNAMEs, for each algorithm,
 // line-ending form and mode.
 func TestSignAndVerifyThroughDNS(t *testing.T) {
+	t.Parallel()
 	f := signertest.New(t)
 	s := newSigner(t, f, nil)
 	ctx := context.Background()
@@ -190,6 +191,7 @@ func TestSignAndVerifyThroughDNS(t *testing.T) {
 }
 
 func TestSignatureFailsWhenTampered(t *testing.T) {
+	t.Parallel()
 	f := signertest.New(t)
 	s := newSigner(t, f, nil)
 	msg := message(signertest.AlignedEd, "original body\r\n")
@@ -214,6 +216,7 @@ func TestSignatureFailsWhenTampered(t *testing.T) {
 }
 
 func TestRefusals(t *testing.T) {
+	t.Parallel()
 	f := signertest.New(t)
 	reg := prometheus.NewRegistry()
 	s := newSigner(t, f, reg)
@@ -251,6 +254,7 @@ func TestRefusals(t *testing.T) {
 }
 
 func TestSignsUnusualMessages(t *testing.T) {
+	t.Parallel()
 	f := signertest.New(t)
 	s := newSigner(t, f, nil)
 	from := signertest.AlignedRSA
@@ -305,6 +309,7 @@ func wireForm(m string) string {
 // TestKeyChangesReachTheSigner: a rotation committed through the store is
 // used for the next message, and a store that fails does not stop signing.
 func TestKeyChangesReachTheSigner(t *testing.T) {
+	t.Parallel()
 	f := signertest.New(t)
 	reg := prometheus.NewRegistry()
 	s := newSigner(t, f, reg)
@@ -390,6 +395,7 @@ func TestKeyChangesReachTheSigner(t *testing.T) {
 // change, so the store does not announce it; the signer notices within
 // MaxAge.
 func TestPendingDomainFallsBackUntilActive(t *testing.T) {
+	t.Parallel()
 	f := signertest.New(t)
 	now := time.Now()
 	clock := func() time.Time { return now }
@@ -420,6 +426,7 @@ func TestPendingDomainFallsBackUntilActive(t *testing.T) {
 }
 
 func TestLargeBodyStreams(t *testing.T) {
+	t.Parallel()
 	f := signertest.New(t)
 	s := newSigner(t, f, nil)
 	line := bytes.Repeat([]byte("0123456789"), 7)
@@ -474,6 +481,7 @@ func (f *failingReader) Read(p []byte) (int, error) {
 }
 
 func TestReadErrorsAreTheSourcesFault(t *testing.T) {
+	t.Parallel()
 	f := signertest.New(t)
 	reg := prometheus.NewRegistry()
 	s := newSigner(t, f, reg)

@@ -76,6 +76,7 @@ type envelope struct {
 }
 
 func TestSign(t *testing.T) {
+	t.Parallel()
 	f, srv := start(t, 1<<20, token)
 	for _, tc := range []struct {
 		name, from, body, domain, selector, mode string
@@ -118,6 +119,7 @@ func TestSign(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
+	t.Parallel()
 	_, srv := start(t, 64<<10, token)
 	big := msg(signertest.AlignedRSA, strings.Repeat("x", 70<<10))
 	for _, tc := range []struct {
@@ -171,6 +173,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestNoTokenConfigured(t *testing.T) {
+	t.Parallel()
 	_, srv := start(t, 1<<20, "")
 	resp, body := post(t, srv.URL, "", strings.NewReader(msg(signertest.AlignedRSA, "x\r\n")), nil)
 	if resp.StatusCode != http.StatusOK {
@@ -214,6 +217,7 @@ func (b *bigMessage) Read(p []byte) (int, error) {
 // TestLargeMessageStreams posts a 50 MB message and watches the heap: the
 // request must not hold the message in memory.
 func TestLargeMessageStreams(t *testing.T) {
+	// Not parallel: it measures the whole process's heap.
 	if testing.Short() {
 		t.Skip("slow: skipped with -short")
 	}
