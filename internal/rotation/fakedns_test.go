@@ -38,7 +38,7 @@ const (
 // dkimd's zone from the store, as dkimd's own DNS server would.
 type publicDNS struct {
 	t     testing.TB
-	store keystore.Reader
+	store *keystore.SQL
 	zone  string
 	now   func() time.Time
 	// customer tells what the customer's DNS holds for domain's selector at t.
@@ -47,6 +47,7 @@ type publicDNS struct {
 	mu    sync.Mutex
 	mode  resolverMode
 	cache map[string]string // our TXT by name, dropped at every zone change
+	gen   int               // raised by every zone change, so a read that raced one is not cached
 
 	addr string
 }
@@ -66,11 +67,7 @@ func startPublicDNS(t testing.TB, store *keystore.SQL, zone string, now func() t
 	<-started
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	p.addr = pc.LocalAddr().String()
-	store.OnCommit(func(uint32) {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.cache = nil
-	})
+	store.OnCommit(p.forget)
 	return p
 }
 
@@ -86,6 +83,7 @@ var selectors = []string{provision.Selector1Ed25519, provision.Selector2Ed25519,
 func (p *publicDNS) ourTXT(name string) string {
 	p.mu.Lock()
 	v, ok := p.cache[name]
+	gen := p.gen
 	p.mu.Unlock()
 	if ok {
 		return v
@@ -96,7 +94,9 @@ func (p *publicDNS) ourTXT(name string) string {
 	if p.cache == nil {
 		p.cache = map[string]string{}
 	}
-	p.cache[name] = v
+	if gen == p.gen {
+		p.cache[name] = v
+	}
 	return v
 }
 
@@ -110,23 +110,48 @@ func (p *publicDNS) lookupTXT(name string) string {
 		if !ok {
 			continue
 		}
-		ctx := context.Background()
-		d, err := p.store.DomainByLabel(ctx, label)
+		var alg string
+		var pub []byte
+		err := p.store.DB().QueryRowContext(context.Background(), `SELECT k.algorithm, k.public_key FROM keys k
+			JOIN domains d ON k.owner_kind = 'domain' AND k.owner = d.name WHERE d.label = $1 AND k.selector = $2`,
+			label, sel).Scan(&alg, &pub)
 		if err != nil {
 			return ""
 		}
-		keys, err := p.store.Keys(ctx, keystore.OwnerDomain, d.Name)
-		if err != nil {
-			return ""
-		}
-		for _, k := range keys {
-			if k.Selector == sel {
-				return dkimkey.TXTValue(k.Algorithm, k.PublicKey)
-			}
-		}
-		return ""
+		return dkimkey.TXTValue(alg, pub)
 	}
 	return ""
+}
+
+// forget drops the cached records of the owners a commit changed.
+func (p *publicDNS) forget(serial uint32) {
+	rows, err := p.store.DB().QueryContext(context.Background(),
+		`SELECT owner FROM zone_changes WHERE serial = $1 AND owner_kind = 'domain'`, int64(serial))
+	if err != nil {
+		p.mu.Lock()
+		p.cache = nil
+		p.gen++
+		p.mu.Unlock()
+		return
+	}
+	defer rows.Close()
+	var labels []string
+	for rows.Next() {
+		var owner string
+		if rows.Scan(&owner) == nil {
+			labels = append(labels, "-"+strings.ReplaceAll(owner, ".", "-")+"._domainkey.")
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gen++
+	for name := range p.cache {
+		for _, l := range labels {
+			if strings.Contains(name, l) {
+				delete(p.cache, name)
+			}
+		}
+	}
 }
 
 func (p *publicDNS) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
