@@ -523,7 +523,11 @@ func startDkimd(t *testing.T) *runningDkimd {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "dkimd")
-	build := exec.Command("go", "build", "-o", bin, "dkimd/cmd/dkimd")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "dkimd/cmd/dkimd")...)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
