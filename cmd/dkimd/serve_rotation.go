@@ -14,8 +14,11 @@ import (
 // rotationTick is how often the loop runs and a follower retries the
 // advisory lock: a new domain's first check comes within one tick of its
 // PUT, and a dead leader's lock is taken over within a tick of Postgres
-// noticing the dead connection.
-const rotationTick = 5 * time.Second
+// noticing the dead connection. With a publish lead time of seconds (tests
+// that kill dkimd in the middle of rotations) the tick shrinks with it.
+func rotationTick(lead time.Duration) time.Duration {
+	return max(10*time.Millisecond, min(5*time.Second, lead/4))
+}
 
 // startRotation starts the rotation part of serve; each listener or loop stops when ctx ends.
 func (a *app) startRotation(ctx context.Context, g *errgroup.Group) error {
@@ -36,7 +39,7 @@ func (a *app) startRotation(ctx context.Context, g *errgroup.Group) error {
 	if a.store.Dialect() == keystore.Postgres {
 		leader = rotation.NewPGLeader(a.store.URL(), rotation.LockID)
 	}
-	r := &rotation.Runner{Service: svc, Leader: leader, Interval: rotationTick, Log: a.log.With(slog.String("component", "rotation"))}
+	r := &rotation.Runner{Service: svc, Leader: leader, Interval: rotationTick(a.cfg.PublishLeadTime), Log: a.log.With(slog.String("component", "rotation"))}
 	g.Go(func() error { return r.Run(ctx) })
 	return nil
 }

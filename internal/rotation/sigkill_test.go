@@ -1,0 +1,158 @@
+package rotation_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"dkimd/internal/keystore"
+	"dkimd/internal/provision"
+	"dkimd/internal/provision/provisiontest"
+	"dkimd/internal/sealbox"
+)
+
+// TestSIGKILL runs the real dkimd with rotation intervals of a second, kills
+// it with SIGKILL at random points many times over, and checks after each
+// kill that every domain has exactly one published active key that was
+// published for the lead time before it signed, and at the end that
+// rotation carried on across the kills.
+func TestSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs dkimd")
+	}
+	ctx := context.Background()
+	bin := filepath.Join(t.TempDir(), "dkimd")
+	if out, err := exec.Command("go", "build", "-o", bin, "dkimd/cmd/dkimd").CombinedOutput(); err != nil {
+		t.Fatalf("build dkimd: %v\n%s", err, out)
+	}
+
+	dataDir := t.TempDir()
+	store, err := keystore.OpenSQLite(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if _, err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	box, _, _, err := sealbox.LoadOrCreate(dataDir) // the KEK dkimd serve will load
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, err := provisiontest.NewGenerator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov := &provision.Service{Store: store, Box: box, Keys: gen, Zone: zone, Now: time.Now}
+	if _, err := prov.CreateBrand(ctx, "acme", operator); err != nil {
+		t.Fatal(err)
+	}
+	const nDomains = 12
+	for i := range nDomains {
+		name := fmt.Sprintf("k%02d.example", i)
+		if err := prov.AddMaildomain(ctx, "acme", name, operator); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := prov.CreateDomain(ctx, "acme", name, provision.DomainOptions{Ed25519: i%3 == 0}, operator); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dns := startPublicDNS(t, store, zone, time.Now, allOK)
+	dns.mu.Lock()
+	dns.noCache = true
+	dns.mu.Unlock()
+
+	const killLead = 400 * time.Millisecond
+	args := []string{"serve", "--data-dir", dataDir, "--zone", zone, "--api-addr", "127.0.0.1:0", "--dns-addr", "",
+		"--sign-addr", "", "--milter-addr", "", "--ops-addr", "", "--resolver", dns.addr, "--key-pool-size", "0",
+		"--publish-lead-time", killLead.String(), "--rotation-interval", "1s", "--retire-grace", "300ms", "--log-level", "warn"}
+	rng := rand.New(rand.NewPCG(9, 9))
+	for round := range 15 {
+		cmd := exec.Command(bin, args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(200+rng.IntN(900)) * time.Millisecond)
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait() // "signal: killed"
+		if bytes.Contains(stderr.Bytes(), []byte(`"level":"ERROR"`)) {
+			t.Logf("round %d: dkimd logged errors:\n%s", round, stderr.String())
+		}
+		checkAfterKill(t, store, killLead, round)
+	}
+
+	recs := 0
+	for f := (keystore.AuditFilter{}); ; {
+		page, err := store.Audit(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, r := range page {
+			if r.Action == "domain.rotate" {
+				recs++
+			}
+		}
+		f.BeforeID = page[len(page)-1].ID
+	}
+	if recs < nDomains {
+		t.Fatalf("only %d rotations across all kills", recs)
+	}
+	t.Logf("%d domain rotations across 15 kills", recs)
+}
+
+func checkAfterKill(t *testing.T, store *keystore.SQL, lead time.Duration, round int) {
+	t.Helper()
+	ctx := context.Background()
+	domains, err := store.Domains(ctx, "acme", "", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range domains {
+		keys, err := store.Keys(ctx, keystore.OwnerDomain, d.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 2
+		if d.Ed25519 {
+			want = 4
+		}
+		if len(keys) != want {
+			t.Errorf("round %d: %s has %d slots, want %d", round, d.Name, len(keys), want)
+		}
+		active := 0
+		for _, k := range keys {
+			if len(k.PublicKey) == 0 || k.SealedPrivateKey == nil {
+				t.Errorf("round %d: %s/%s (%s) unpublished or without private key", round, d.Name, k.Selector, k.State)
+			}
+			if k.State != keystore.StateActive {
+				continue
+			}
+			active++
+			if k.Selector != d.ActiveSelector && k.Selector != edSelectorOf(d.ActiveSelector) {
+				t.Errorf("round %d: %s: %s active, domain says %s", round, d.Name, k.Selector, d.ActiveSelector)
+			}
+			initial := k.ActivatedAt.Equal(k.PublishedAt) && k.PublishedAt.Equal(k.CreatedAt) && !d.CreatedAt.After(k.CreatedAt) &&
+				k.CreatedAt.Sub(d.CreatedAt) < time.Second && d.LastRotatedAt.IsZero()
+			if !initial && k.ActivatedAt.Before(k.PublishedAt.Add(lead)) {
+				t.Errorf("round %d: %s/%s signs since %v, published only at %v", round, d.Name, k.Selector, k.ActivatedAt, k.PublishedAt)
+			}
+		}
+		if active != want/2 {
+			t.Errorf("round %d: %s has %d active keys, want %d", round, d.Name, active, want/2)
+		}
+	}
+}
+
+func edSelectorOf(sel string) string { return sel + "-ed25519" }
