@@ -374,42 +374,6 @@ func acceptQueries(dh dns.Header) dns.MsgAcceptAction {
 	return dns.MsgAccept
 }
 
-func (s *Server) serveUDP(c *net.UDPConn) {
-	in := make([]byte, maxTCPSize)
-	out := make([]byte, maxTCPSize)
-	var n uint64
-	for {
-		size, from, err := c.ReadFromUDPAddrPort(in)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		n++
-		var start time.Time
-		if n%durationSample == 0 {
-			start = time.Now()
-		}
-		snap := s.cur.Load()
-		resp, disp, st := snap.respond(out, in[:size], false)
-		switch disp {
-		case Dropped:
-			continue
-		case Special:
-			resp, st = s.specialUDP(in[:size], from.Addr())
-			if resp == nil {
-				continue
-			}
-		}
-		_, _ = c.WriteToUDPAddrPort(resp, from) // a lost UDP answer is retried by the client
-		s.m.count(st)
-		if !start.IsZero() {
-			s.m.duration.Observe(time.Since(start).Seconds())
-		}
-	}
-}
-
 // allowed says whether addr may transfer the zone.
 func (s *Server) allowed(addr netip.Addr) bool {
 	addr = addr.Unmap()

@@ -7,6 +7,21 @@
 // question. A new snapshot is swapped in with atomic.Pointer; readers never
 // see one being built. The package reads the store (through the small Source
 // interface) and never writes it.
+//
+// Decisions where the RFCs leave a choice:
+//   - UDP answers are at most 1232 octets (DNS flag day 2020), 512 without
+//     EDNS; what does not fit is sent with TC and an empty answer section.
+//   - ANY (RFC 8482) gets one RRset: the TXT record at a selector, the SOA at
+//     the apex; NODATA at an empty non-terminal.
+//   - _domainkey.<zone> always exists (an empty non-terminal), also in a
+//     zone without domains.
+//   - UPDATE is REFUSED, other opcodes than QUERY and NOTIFY are NOTIMP,
+//     NOTIFY is REFUSED (dkimd is the primary), classes other than IN are
+//     REFUSED, a bad TSIG is NOTAUTH. Messages shorter than a header and
+//     responses are dropped; other malformed queries get FORMERR.
+//   - AXFR and IXFR only over TCP, only to --xfr-allow addresses with the
+//     TSIG key. IXFR is answered from the deltas of the incremental updates
+//     this process applied; a secondary further behind gets the whole zone.
 package zone
 
 import (
@@ -251,7 +266,8 @@ type Record struct {
 	Value string // the TXT value, joined
 }
 
-// Records turns a store record into the zone's record.
+// RecordOf names a store record in the zone and renders its TXT value; a
+// domain key whose domain row is gone (ok false) is not published.
 func RecordOf(r keystore.ZoneRecord, zone string) (Record, bool) {
 	p := r.PublicKey
 	if r.State == keystore.StateRevoked {
