@@ -110,6 +110,9 @@ type Service struct {
 	now     func() time.Time
 	log     *slog.Logger
 	m       *metrics
+
+	mu            sync.Mutex
+	nextBrandPass time.Time
 }
 
 // New builds the service and registers its metrics on reg (nil: none).
@@ -141,6 +144,19 @@ func (s *Service) Step(ctx context.Context) error {
 	intervals := map[string]time.Duration{}
 	for _, b := range brands {
 		intervals[b.Name] = b.RotationInterval
+	}
+	// Brand keys change on a scale of days: look at them once a minute,
+	// not every tick.
+	s.mu.Lock()
+	brandPass := !now.Before(s.nextBrandPass)
+	if brandPass {
+		s.nextBrandPass = now.Add(time.Minute)
+	}
+	s.mu.Unlock()
+	for _, b := range brands {
+		if !brandPass {
+			break
+		}
 		if err := s.stepBrand(ctx, b, now); err != nil && ctx.Err() == nil {
 			s.m.failures.WithLabelValues(failureReason(err)).Inc()
 			s.log.Error("rotation of brand fallback keys failed", slog.String("brand", b.Name), slog.Any("error", err))

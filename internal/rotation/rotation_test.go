@@ -16,7 +16,13 @@ import (
 func allOK(string, string, time.Time) cnameMode { return cnameOK }
 
 func TestLifecycle(t *testing.T) {
-	e := newEnv(t, "", rotation.Config{}, allOK)
+	for _, dialect := range []string{keystore.SQLite, keystore.Postgres} {
+		t.Run(dialect, func(t *testing.T) { testLifecycle(t, dialect) })
+	}
+}
+
+func testLifecycle(t *testing.T, dialect string) {
+	e := newEnv(t, dialect, rotation.Config{}, allOK)
 	e.brand(t, "acme")
 	e.domain(t, "acme", "example.com", false)
 	ctx := context.Background()
