@@ -68,16 +68,24 @@ func (c *Checker) CheckKey(ctx context.Context, d keystore.Domain, k keystore.Ke
 		CNAMEName:   CNAMEName(k.Selector, d.Name),
 		CNAMETarget: TXTName(k.Selector, d.Label, c.Zone),
 	}
-	target, txt, found, err := c.resolve(ctx, sc.CNAMEName)
+	chain, txt, err := c.resolve(ctx, sc.CNAMEName)
 	if err != nil {
 		sc.Verdict, sc.Error = VerdictMissing, err.Error()
 		return sc, err
 	}
-	sc.AnsweredTarget, sc.AnsweredTXT = target, txt
+	sc.AnsweredTarget, sc.AnsweredTXT = strings.Join(chain, " -> "), txt
+	// A chain through names of the customer's own still works, as long as
+	// it ends at our name: rotation changes only what our name holds.
+	reaches := false
+	for _, name := range chain {
+		reaches = reaches || strings.EqualFold(name, sc.CNAMETarget)
+	}
 	switch {
-	case !found:
+	case len(chain) == 0 && txt == "":
 		sc.Verdict = VerdictMissing
-	case !strings.EqualFold(target, sc.CNAMETarget):
+	case !reaches:
+		// Includes a TXT published at the name itself: it verifies today
+		// and breaks at the next rotation.
 		sc.Verdict = VerdictWrongTarget
 	case !samePublicKey(txt, k):
 		sc.Verdict = VerdictKeyMismatch
@@ -98,70 +106,63 @@ func samePublicKey(txt string, k keystore.Key) bool {
 // maxChain bounds CNAME chains, as resolvers do.
 const maxChain = 8
 
-// resolve asks for TXT at name and follows the CNAME chain. target is the
-// first CNAME's target ("" when name has none), txt the joined strings of
-// the TXT at the end of the chain; found says whether DNS has a CNAME or a
-// TXT there at all.
-func (c *Checker) resolve(ctx context.Context, name string) (target, txt string, found bool, err error) {
+// resolve asks for TXT at name and follows the CNAME chain. chain lists the
+// CNAME targets in order (none when name has no CNAME), txt is the joined
+// strings of the TXT at the end of the chain ("" when none; several
+// records are joined with " | ", which never matches a key).
+func (c *Checker) resolve(ctx context.Context, name string) (chain []string, txt string, err error) {
 	qname := dns.Fqdn(strings.ToLower(name))
-	for hop := 0; hop < maxChain; hop++ {
+	for range maxChain {
 		msg, err := c.exchange(ctx, qname)
 		if err != nil {
-			return "", "", false, err
+			return nil, "", err
 		}
-		switch msg.Rcode {
-		case dns.RcodeSuccess:
-		case dns.RcodeNameError:
-			return target, "", target != "", nil
-		default:
-			return "", "", false, fmt.Errorf("%w: resolver answered %s for %s", errResolver, dns.RcodeToString[msg.Rcode], qname)
+		if msg.Rcode != dns.RcodeSuccess && msg.Rcode != dns.RcodeNameError {
+			return nil, "", fmt.Errorf("%w: resolver answered %s for %s", errResolver, dns.RcodeToString[msg.Rcode], qname)
 		}
-		// Walk the chain inside this answer; records for other names are
-		// a lying or broken resolver.
+		for _, rr := range msg.Answer {
+			if t := rr.Header().Rrtype; t != dns.TypeCNAME && t != dns.TypeTXT && t != dns.TypeRRSIG {
+				return nil, "", fmt.Errorf("%w: unexpected %s record in the answer for %s", errResolver, dns.TypeToString[t], qname)
+			}
+		}
+		// Walk the chain inside this answer; records of names off the
+		// chain are ignored.
 		owner := qname
-		var next string
 		var txts []string
-		for seen := 0; seen <= maxChain; seen++ {
-			var cname string
+		for range maxChain + 1 {
+			next := ""
 			for _, rr := range msg.Answer {
 				if !strings.EqualFold(rr.Header().Name, owner) {
 					continue
 				}
 				switch rr := rr.(type) {
 				case *dns.CNAME:
-					cname = rr.Target
+					next = rr.Target
 				case *dns.TXT:
 					txts = append(txts, strings.Join(rr.Txt, ""))
 				}
 			}
-			if cname == "" {
+			if next == "" {
 				break
 			}
-			if target == "" {
-				target = strings.TrimSuffix(strings.ToLower(cname), ".")
+			chain = append(chain, strings.TrimSuffix(strings.ToLower(next), "."))
+			if len(chain) > maxChain {
+				return nil, "", fmt.Errorf("%w: CNAME chain at %s longer than %d", errResolver, name, maxChain)
 			}
-			owner, next = cname, cname
-		}
-		for _, rr := range msg.Answer {
-			if t := rr.Header().Rrtype; t != dns.TypeCNAME && t != dns.TypeTXT && t != dns.TypeRRSIG {
-				return "", "", false, fmt.Errorf("%w: unexpected %s record in the answer for %s", errResolver, dns.TypeToString[t], qname)
-			}
+			owner = next
 		}
 		switch {
-		case len(txts) > 1:
-			// Two TXT records at one name: a verifier may pick either.
-			return target, strings.Join(txts, " | "), true, nil
-		case len(txts) == 1:
-			return target, txts[0], true, nil
-		case next != "" && !strings.EqualFold(next, qname):
-			// The resolver gave the CNAME without its target's TXT: ask for
-			// the target ourselves.
-			qname = next
-			continue
+		case len(txts) > 0:
+			return chain, strings.Join(txts, " | "), nil
+		case msg.Rcode == dns.RcodeNameError || strings.EqualFold(owner, qname):
+			// The end of the chain does not exist, or exists without TXT.
+			return chain, "", nil
 		}
-		return target, "", target != "", nil
+		// The resolver gave the CNAME without its target's TXT: ask for
+		// the target ourselves.
+		qname = dns.Fqdn(owner)
 	}
-	return "", "", false, fmt.Errorf("%w: CNAME chain at %s longer than %d", errResolver, name, maxChain)
+	return nil, "", fmt.Errorf("%w: CNAME chain at %s longer than %d", errResolver, name, maxChain)
 }
 
 func (c *Checker) exchange(ctx context.Context, qname string) (*dns.Msg, error) {

@@ -19,9 +19,11 @@ import (
 type cnameMode int
 
 const (
-	cnameOK      cnameMode = iota // CNAME to our TXT name
-	cnameMissing                  // NXDOMAIN
-	cnameWrong                    // CNAME somewhere else
+	cnameOK        cnameMode = iota // CNAME to our TXT name
+	cnameMissing                    // NXDOMAIN
+	cnameWrong                      // CNAME somewhere else
+	cnameChained                    // CNAME to a name of the customer's, which CNAMEs to ours
+	cnameDirectTXT                  // our TXT copied to the name itself, no CNAME
 )
 
 // resolverMode is how the fake resolver itself behaves.
@@ -181,8 +183,20 @@ func (p *publicDNS) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: dns.Fqdn(owner), Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300},
 			Txt: dkimkey.SplitTXT(value)})
 	}
-	if txt := p.ourTXT(name); txt != "" {
-		txtAt(name, txt)
+	cname := func(owner, target string) {
+		m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: dns.Fqdn(owner), Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 300},
+			Target: dns.Fqdn(target)})
+	}
+	// ours answers for a name in dkimd's zone, as its DNS server would.
+	ours := func(owner string) {
+		if txt := p.ourTXT(owner); txt != "" {
+			txtAt(owner, txt)
+		} else {
+			m.Rcode = dns.RcodeNameError
+		}
+	}
+	if strings.HasSuffix(name, "._domainkey."+p.zone) {
+		ours(name)
 		_ = w.WriteMsg(m)
 		return
 	}
@@ -193,18 +207,25 @@ func (p *publicDNS) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 		return
 	}
 	label := strings.ReplaceAll(domain, ".", "-")
+	target := sel + "-" + label + "._domainkey." + p.zone
 	switch p.customer(domain, sel, p.now()) {
 	case cnameMissing:
 		m.Rcode = dns.RcodeNameError
 	case cnameWrong:
-		target := sel + "-" + label + "._domainkey.other-provider.example."
-		m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: dns.Fqdn(name), Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 300}, Target: target})
-		txtAt(target, "v=DKIM1; k=rsa; p=AAAA")
+		other := sel + "-" + label + "._domainkey.other-provider.example"
+		cname(name, other)
+		txtAt(other, "v=DKIM1; k=rsa; p=AAAA")
 	case cnameOK:
-		target := sel + "-" + label + "._domainkey." + p.zone
-		m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: dns.Fqdn(name), Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 300}, Target: dns.Fqdn(target)})
+		cname(name, target)
+		ours(target)
+	case cnameChained:
+		mid := sel + ".dkim." + domain
+		cname(name, mid)
+		cname(mid, target)
+		ours(target)
+	case cnameDirectTXT:
 		if txt := p.ourTXT(target); txt != "" {
-			txtAt(target, txt)
+			txtAt(name, txt)
 		}
 	}
 	_ = w.WriteMsg(m)

@@ -203,6 +203,8 @@ func TestCheckVerdicts(t *testing.T) {
 		{"missing", cnameMissing, k[provision.Selector1], rotation.VerdictMissing},
 		{"wrong target", cnameWrong, k[provision.Selector1], rotation.VerdictWrongTarget},
 		{"key mismatch", cnameOK, mismatched, rotation.VerdictKeyMismatch},
+		{"chain through the customer's names", cnameChained, k[provision.Selector1], rotation.VerdictOK},
+		{"our TXT copied, no CNAME", cnameDirectTXT, k[provision.Selector1], rotation.VerdictWrongTarget},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			mu.Lock()
@@ -214,6 +216,16 @@ func TestCheckVerdicts(t *testing.T) {
 			}
 		})
 	}
+	t.Run("CNAME to a name our zone does not hold", func(t *testing.T) {
+		mu.Lock()
+		mode = cnameOK
+		mu.Unlock()
+		ghost := keystore.Domain{Name: "ghost.example", Label: "ghost-example"}
+		sc, err := checker.CheckKey(ctx, ghost, k[provision.Selector1])
+		if err != nil || sc.Verdict != rotation.VerdictKeyMismatch || sc.AnsweredTarget != sc.CNAMETarget {
+			t.Fatalf("%+v %v", sc, err)
+		}
+	})
 	t.Run("timeout", func(t *testing.T) {
 		e.dns.setMode(resolverTimeout)
 		defer e.dns.setMode(resolverHonest)
