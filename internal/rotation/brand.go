@@ -3,6 +3,7 @@ package rotation
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"dkimd/internal/keystore"
@@ -93,7 +94,7 @@ func (s *Service) stepBrand(ctx context.Context, b keystore.Brand, now time.Time
 	}
 	if rotated {
 		s.m.rotations.WithLabelValues("brand").Inc()
-		s.log.Info("rotated brand fallback key", "brand", b.Name, "selector", oth)
+		s.log.Info("rotated brand fallback key", slog.String("brand", b.Name), slog.String("selector", oth))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"dkimd/internal/keystore"
@@ -189,7 +190,8 @@ func (s *Service) emergency(ctx context.Context, brand, domain string, actor pro
 			return keystore.Domain{}, nil, err
 		}
 		s.m.rotations.WithLabelValues("emergency").Inc()
-		s.log.Warn("emergency rotation", "domain", domain, "brand", brand, "selector", out.ActiveSelector, "request_id", actor.RequestID)
+		s.log.Warn("emergency rotation", slog.String("domain", domain), slog.String("brand", brand),
+			slog.String("selector", out.ActiveSelector), slog.String("request_id", actor.RequestID))
 		return out, outKeys, nil
 	}
 	return keystore.Domain{}, nil, fmt.Errorf("rotation: emergency for %s: %w", domain, keystore.ErrStale)
