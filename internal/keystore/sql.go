@@ -45,6 +45,11 @@ func OpenSQLite(dataDir string) (*SQL, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("keystore: data dir: %w", err)
 	}
+	// SQLite reports a read-only or full directory only as "unable to open
+	// database file"; find out first, and say it plainly.
+	if err := checkWritable(dataDir); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dataDir, SQLiteFileName)
 	// WAL with synchronous=FULL: a commit is on disk when it returns.
 	// immediate transactions take the write lock up front, so two writers
@@ -62,6 +67,20 @@ func OpenSQLite(dataDir string) (*SQL, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// checkWritable creates and removes a file in dir.
+func checkWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".dkimd-write-check-*")
+	if err != nil {
+		return fmt.Errorf("keystore: data dir %s is not writable (read-only file system, permissions or a full disk?): %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("keystore: data dir %s: %w", dir, err)
+	}
+	return nil
 }
 
 // OpenPostgres connects to a Postgres database by URL.
