@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Scale test: N domains bulk-loaded into a throw-away Postgres database
+# (bench/scale/bulkload), then dkimd on it: start-up time to /readyz 200,
+# resident memory, DNS queries/second (dnsperf), API GET and PUT latency
+# (bench/scale/apilat) with and without the key pool, and the time for a
+# change to reach DNS. Results and how to read them: docs/reliability.md,
+# "Scale".
+#
+#   N=100000 bench/scale/scale.sh          # or: make scale N=1000000
+#   PGURL (server URL without database, default postgres://postgres@127.0.0.1:5432),
+#   DURATION (dnsperf and GET seconds, 10), PUTS (per pool setting, 100),
+#   PUT_RATE (PUTs/s, 4), PROPAGATE (PUTs timed to DNS, 20), KEEP=1 keeps
+#   the temp dir and the database, *_PORT move the listeners.
+#
+# Needs Postgres, dnsperf, curl and go. Everything listens on 127.0.0.1.
+set -euo pipefail
+
+N=${N:-1000000}
+DURATION=${DURATION:-10}
+PUTS=${PUTS:-100}
+PUT_RATE=${PUT_RATE:-4}
+PROPAGATE=${PROPAGATE:-20}
+CLIENTS=${CLIENTS:-4}
+PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
+DNS_PORT=${DNS_PORT:-35353}
+API_PORT=${API_PORT:-38080}
+OPS_PORT=${OPS_PORT:-39090}
+SIGN_PORT=${SIGN_PORT:-38081}
+ZONE=oxcloud.zone
+BRAND=scale
+SPARE=$((2 * PUTS + PROPAGATE + 10))
+DB=dkimd_scale_$$
+
+for tool in psql dnsperf curl go; do
+	command -v "$tool" >/dev/null || { echo "scale: $tool is missing" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/dkimd-scale.XXXXXX)
+DKIMD_PID=
+stop_dkimd() {
+	if [ -n "$DKIMD_PID" ]; then
+		kill "$DKIMD_PID" 2>/dev/null || true
+		wait "$DKIMD_PID" 2>/dev/null || true
+		DKIMD_PID=
+	fi
+}
+cleanup() {
+	stop_dkimd
+	if [ -z "${KEEP:-}" ]; then
+		psql -q "$PGURL/postgres" -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || echo "scale: could not drop database $DB" >&2
+		rm -rf "$WORK"
+	else
+		echo "kept $WORK and database $DB"
+	fi
+}
+trap cleanup EXIT
+
+cd "$(dirname "$0")/../.."
+echo "== machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB, $(go version | cut -d' ' -f3), $(psql -At "$PGURL/postgres" -c 'SHOW server_version')"
+echo "== building"
+go build -o "$WORK/dkimd" ./cmd/dkimd
+go build -o "$WORK/bulkload" ./bench/scale/bulkload
+go build -o "$WORK/apilat" ./bench/scale/apilat
+
+psql -q "$PGURL/postgres" -c "CREATE DATABASE $DB"
+DBURL="$PGURL/$DB"
+
+echo "== bulk-loading $N domains (+$SPARE spare maildomains) into database $DB"
+t0=$(date +%s.%N)
+SECRET=$(nice -n 10 "$WORK/bulkload" -database-url "$DBURL" -data-dir "$WORK/data" -brand "$BRAND" -zone "$ZONE" \
+	-n "$N" -spare "$SPARE" -queries "$WORK/queries.txt" 2>"$WORK/bulkload.log") || { cat "$WORK/bulkload.log"; exit 1; }
+grep -E 'generated .* key pairs|committed|analyzed' "$WORK/bulkload.log"
+echo "bulk load took $(echo "$(date +%s.%N) - $t0" | bc) s; database size $(psql -At "$DBURL" -c "SELECT pg_size_pretty(pg_database_size('$DB'))")"
+
+ms_since() { echo "($(date +%s%N) - $1) / 1000000" | bc; }
+rss_mib() { awk '/VmRSS/{printf "%d", $2 / 1024}' /proc/"$DKIMD_PID"/status; }
+heap_mib() { curl -s "127.0.0.1:$OPS_PORT/metrics" | awk '/^go_memstats_heap_inuse_bytes /{printf "%d", $2 / 1048576}'; }
+
+start_dkimd() { # pool-size
+	local t0
+	t0=$(date +%s%N)
+	"$WORK/dkimd" serve --database-url "$DBURL" --data-dir "$WORK/data" --zone "$ZONE" \
+		--dns-addr "127.0.0.1:$DNS_PORT" --api-addr "127.0.0.1:$API_PORT" --ops-addr "127.0.0.1:$OPS_PORT" \
+		--sign-addr "127.0.0.1:$SIGN_PORT" --milter-addr "" --resolver "127.0.0.1:$DNS_PORT" \
+		--key-pool-size "$1" --log-level warn >>"$WORK/dkimd.log" 2>&1 &
+	DKIMD_PID=$!
+	until curl -sf -o /dev/null "127.0.0.1:$OPS_PORT/readyz"; do
+		kill -0 "$DKIMD_PID" 2>/dev/null || { echo "dkimd exited"; tail -20 "$WORK/dkimd.log"; exit 1; }
+		[ "$(ms_since "$t0")" -lt 1800000 ] || { echo "dkimd not ready after 30 min"; exit 1; }
+		sleep 0.05
+	done
+	echo "dkimd (--key-pool-size $1) ready (/readyz 200) after $(ms_since "$t0") ms; VmRSS $(rss_mib) MiB, Go heap in use $(heap_mib) MiB"
+}
+
+wait_pool_full() { # size
+	for _ in $(seq 600); do
+		[ "$(curl -s "127.0.0.1:$OPS_PORT/metrics" | awk '/^dkimd_keypool_keys /{print $2}')" = "$1" ] && return
+		sleep 0.1
+	done
+	echo "key pool did not fill to $1"
+	exit 1
+}
+
+apilat() { "$WORK/apilat" -api "http://127.0.0.1:$API_PORT" -brand "$BRAND" -secret "$SECRET" -n "$N" "$@"; }
+
+echo "== dkimd on Postgres, key pool 16"
+start_dkimd 16
+
+# A domain near the end of the load signs with its own (unsealed) key.
+# /readyz says the zone is loaded; the sign listener may bind a moment later,
+# hence the retries.
+if [ "$N" -gt 0 ]; then
+	dom=$(printf 'd%07d.example.com' $((N - 1)))
+	hdrs=$(printf 'From: a@%s\r\nTo: b@example.org\r\nSubject: scale\r\nDate: Sun, 29 Nov 2026 07:00:00 +0000\r\nMessage-ID: <1@%s>\r\n\r\nbody\r\n' "$dom" "$dom" |
+		curl -s -D - -o "$WORK/sig.txt" --retry 20 --retry-connrefused --retry-max-time 10 --data-binary @- \
+			"127.0.0.1:$SIGN_PORT/v1/sign") || true
+	echo "$hdrs" | grep -qi "^Dkim-Mode: aligned" || { echo "signing for $dom failed:"; echo "$hdrs"; cat "$WORK/sig.txt"; exit 1; }
+	echo "signing for $dom: $(echo "$hdrs" | grep -i '^Dkim-Selector' | tr -d '\r'), aligned"
+fi
+
+echo "== dnsperf -l $DURATION -c $CLIENTS -T 1, $(wc -l <"$WORK/queries.txt") queries, 90% existing TXT, 10% NXDOMAIN"
+for round in 1 2; do
+	dnsperf -s 127.0.0.1 -p "$DNS_PORT" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -T 1 >"$WORK/perf.out" 2>&1
+	printf 'round %s: qps %s  lost %s  avg latency %s s\n' "$round" \
+		"$(awk '/Queries per second/{print $4}' "$WORK/perf.out")" \
+		"$(awk '/Queries lost/{print $3, $4}' "$WORK/perf.out")" \
+		"$(awk -F': *' '/Average Latency/{print $2}' "$WORK/perf.out" | cut -d' ' -f1)"
+done
+
+echo "== API latency"
+apilat -mode get -n "$N" -c 1 -duration 1s >/dev/null # warm the credential cache
+apilat -mode get -n "$N" -c "$CLIENTS" -duration "${DURATION}s"
+apilat -mode get -n "$N" -c 1 -duration "${DURATION}s"
+wait_pool_full 16
+echo -n "pool 16 (warm):   "
+apilat -mode put -first 0 -count "$PUTS" -rate "$PUT_RATE"
+wait_pool_full 16
+apilat -mode propagate -first "$PUTS" -count "$PROPAGATE" -dns "127.0.0.1:$DNS_PORT" -zone "$ZONE"
+echo "after the tests: VmRSS $(rss_mib) MiB, Go heap in use $(heap_mib) MiB"
+stop_dkimd
+
+echo "== dkimd restarted, key pool 0 (every PUT generates its two keys inline)"
+start_dkimd 0
+apilat -mode get -n "$N" -c 1 -duration 1s >/dev/null
+echo -n "pool 0:           "
+apilat -mode put -first $((PUTS + PROPAGATE)) -count "$PUTS" -rate "$PUT_RATE"
+stop_dkimd
+echo "== done (N=$N)"
