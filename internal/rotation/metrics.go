@@ -18,6 +18,7 @@ type metrics struct {
 	domains         *prometheus.GaugeVec
 	keys            *prometheus.GaugeVec
 	oldestActiveAge prometheus.Gauge
+	leader          prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry) (*metrics, error) {
@@ -36,6 +37,8 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			Help: "Keys of domains and brands by state."}, []string{"state"}),
 		oldestActiveAge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dkimd_rotation_oldest_active_key_age_seconds",
 			Help: "Time since the oldest active key was published; above the rotation interval plus a few days, rotation is stuck."}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dkimd_rotation_leader",
+			Help: "1 while this replica holds the rotation lock and runs the loop; summed over replicas it must be 1."}),
 	}
 	for _, s := range []string{keystore.StatusPendingDNS, keystore.StatusActive, keystore.StatusDNSError} {
 		m.domains.WithLabelValues(s)
@@ -46,7 +49,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rotations, m.failures, m.waiting, m.checks, m.domains, m.keys, m.oldestActiveAge} {
+	for _, c := range []prometheus.Collector{m.rotations, m.failures, m.waiting, m.checks, m.domains, m.keys, m.oldestActiveAge, m.leader} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

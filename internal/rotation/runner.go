@@ -121,6 +121,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	defer r.Leader.Close()
+	defer r.Service.m.leader.Set(0)
 	t := time.NewTicker(r.Interval)
 	defer t.Stop()
 	leading := false
@@ -131,6 +132,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		if held != leading {
 			leading = held
+			r.Service.m.leader.Set(boolGauge(held))
 			log.Info("rotation leadership changed", slog.Bool("leader", held))
 		}
 		if held {
@@ -144,4 +146,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
