@@ -103,7 +103,7 @@ func (c *Config) FlagSet(fs *flag.FlagSet, getenv func(string) string) (finish f
 	str(&c.OperatorTokenFile, "operator-token-file", "", "file holding the admin API bearer token (default: <data-dir>/operator.token, generated on first start)")
 	str(&c.TLSCertFile, "tls-cert-file", "", "TLS certificate for the API listener (reloaded on SIGHUP)")
 	str(&c.TLSKeyFile, "tls-key-file", "", "TLS private key for the API listener")
-	str(&c.DNSAddr, "dns-addr", ":5353", "listen address of the authoritative DNS server (UDP and TCP); empty disables")
+	str(&c.DNSAddr, "dns-addr", ":5353", "listen address of the authoritative DNS server (UDP and TCP); empty or off disables")
 	str(&c.Zone, "zone", "oxcloud.zone", "the service's own DNS zone")
 	list(&c.NS, "ns", "", "name servers of the zone (default ns1.<zone>)")
 	list(&nsAddrs, "ns-addrs", "", "glue addresses of in-zone name servers as name=ip (default ns1.<zone>=127.0.0.1)")
@@ -117,11 +117,11 @@ func (c *Config) FlagSet(fs *flag.FlagSet, getenv func(string) string) (finish f
 	list(&xfrAllow, "xfr-allow", "", "addresses or prefixes allowed to transfer the zone (with TSIG)")
 	str(&c.TSIGKeyFile, "tsig-key-file", "", `TSIG key for zone transfers and NOTIFY: a file holding "name algorithm base64-secret"`)
 	dur(&c.ReconcileInt, "reconcile-interval", 30*time.Second, "how often DNS compares its serial with the database, healing missed notifications")
-	str(&c.SignAddr, "sign-addr", "127.0.0.1:8081", "listen address of the MTA sign endpoint; empty disables")
+	str(&c.SignAddr, "sign-addr", "127.0.0.1:8081", "listen address of the MTA sign endpoint; empty or off disables")
 	str(&c.SignToken, "sign-token", "", "bearer token of the sign endpoint (required when it listens off loopback)")
 	fs.Int64Var(&c.SignMaxBytes, "sign-max-bytes", 64<<20, "largest message the sign endpoint accepts (env "+envName("sign-max-bytes")+")")
-	str(&c.MilterAddr, "milter-addr", "127.0.0.1:8891", "listen address of the milter; empty disables")
-	str(&c.OpsAddr, "ops-addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz; empty disables")
+	str(&c.MilterAddr, "milter-addr", "127.0.0.1:8891", "listen address of the milter; empty or off disables")
+	str(&c.OpsAddr, "ops-addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz; empty or off disables")
 	str(&c.Resolver, "resolver", "", "host:port of the resolver used to check customers' DNS (default: the system's)")
 	dur(&c.PublishLeadTime, "publish-lead-time", 96*time.Hour, "how long a fresh key is published before it may sign")
 	dur(&c.RotationInterval, "rotation-interval", 180*24*time.Hour, "default interval between automatic rotations (brands may override)")
@@ -186,7 +186,17 @@ func Parse(name string, args []string, getenv func(string) string, out io.Writer
 	return c, positional, nil
 }
 
+// Off disables a listener, like an empty address. It exists because an
+// empty environment variable counts as unset (as in most deployment tools),
+// so DKIMD_MILTER_ADDR=off is how the environment turns the milter off.
+const Off = "off"
+
 func (c *Config) applyDefaults() {
+	for _, addr := range []*string{&c.DNSAddr, &c.SignAddr, &c.MilterAddr, &c.OpsAddr} {
+		if strings.EqualFold(*addr, Off) {
+			*addr = ""
+		}
+	}
 	c.Zone = strings.ToLower(strings.TrimSuffix(c.Zone, "."))
 	if len(c.NS) == 0 {
 		c.NS = []string{"ns1." + c.Zone}

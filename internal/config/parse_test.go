@@ -29,3 +29,14 @@ func TestParseAcceptsFlagsAfterArguments(t *testing.T) {
 		})
 	}
 }
+
+func TestOffDisablesListenersFromTheEnvironment(t *testing.T) {
+	env := map[string]string{"DKIMD_MILTER_ADDR": "off", "DKIMD_SIGN_ADDR": "OFF", "DKIMD_DNS_ADDR": "off", "DKIMD_OPS_ADDR": "off"}
+	c, _, err := Parse("test", nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MilterAddr != "" || c.SignAddr != "" || c.DNSAddr != "" || c.OpsAddr != "" {
+		t.Fatalf("listeners still on: milter %q sign %q dns %q ops %q", c.MilterAddr, c.SignAddr, c.DNSAddr, c.OpsAddr)
+	}
+}
