@@ -9,10 +9,10 @@
 #   N=100000 bench/scale/scale.sh          # or: make scale N=1000000
 #   PGURL (server URL without database, default postgres://postgres@127.0.0.1:5432),
 #   DURATION (dnsperf and GET seconds, 10), PUTS (per pool setting, 100),
-#   PUT_RATE (PUTs/s, 4), PROPAGATE (PUTs timed to DNS, 20), KEEP=1 keeps
+#   PUT_RATE (PUTs/s, 4), SLOW_PUTS (also at 1/s, 30), PROPAGATE (PUTs timed to DNS, 20), KEEP=1 keeps
 #   the temp dir and the database, *_PORT move the listeners.
 #
-# Needs Postgres, dnsperf, curl and go. Everything listens on 127.0.0.1.
+# Needs Postgres (psql), dnsperf, dig, curl and go. Everything listens on 127.0.0.1.
 set -euo pipefail
 
 N=${N:-1000000}
@@ -20,6 +20,7 @@ DURATION=${DURATION:-10}
 PUTS=${PUTS:-100}
 PUT_RATE=${PUT_RATE:-4}
 PROPAGATE=${PROPAGATE:-20}
+SLOW_PUTS=${SLOW_PUTS:-30}
 CLIENTS=${CLIENTS:-4}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
 DNS_PORT=${DNS_PORT:-35353}
@@ -28,10 +29,14 @@ OPS_PORT=${OPS_PORT:-39090}
 SIGN_PORT=${SIGN_PORT:-38081}
 ZONE=oxcloud.zone
 BRAND=scale
-SPARE=$((2 * PUTS + PROPAGATE + 10))
+SPARE=$((2 * (PUTS + SLOW_PUTS) + PROPAGATE + 10))
 DB=dkimd_scale_$$
 
-for tool in psql dnsperf curl go; do
+[ "$N" -ge 1 ] || { echo "scale: N must be at least 1" >&2; exit 1; }
+LAST_DOMAIN=$(printf 'd%07d.example.com' $((N - 1)))
+LAST_TXT=selector1-$(printf 'd%07d-example-com' $((N - 1)))._domainkey.$ZONE
+
+for tool in psql dnsperf dig curl go; do
 	command -v "$tool" >/dev/null || { echo "scale: $tool is missing" >&2; exit 1; }
 done
 
@@ -85,11 +90,31 @@ start_dkimd() { # pool-size
 		--key-pool-size "$1" --log-level warn >>"$WORK/dkimd.log" 2>&1 &
 	DKIMD_PID=$!
 	until curl -sf -o /dev/null "127.0.0.1:$OPS_PORT/readyz"; do
-		kill -0 "$DKIMD_PID" 2>/dev/null || { echo "dkimd exited"; tail -20 "$WORK/dkimd.log"; exit 1; }
-		[ "$(ms_since "$t0")" -lt 1800000 ] || { echo "dkimd not ready after 30 min"; exit 1; }
+		alive "$t0"
 		sleep 0.05
 	done
-	echo "dkimd (--key-pool-size $1) ready (/readyz 200) after $(ms_since "$t0") ms; VmRSS $(rss_mib) MiB, Go heap in use $(heap_mib) MiB"
+	local ready
+	ready=$(ms_since "$t0")
+	# /readyz alone is not enough: it has answered 200 while the zone was
+	# still loading (docs/reliability.md, "Scale"). Serving means DNS answers
+	# the last loaded domain's TXT and the API returns it.
+	until [ -n "$(dig @127.0.0.1 -p "$DNS_PORT" +short +norec +time=1 +tries=1 TXT "$LAST_TXT" 2>/dev/null | grep DKIM1)" ]; do
+		alive "$t0"
+		sleep 0.05
+	done
+	local dns
+	dns=$(ms_since "$t0")
+	until curl -sf -o /dev/null -u "$BRAND:$SECRET" "127.0.0.1:$API_PORT/cloudapi/v2/mail/dkim/$BRAND/$LAST_DOMAIN"; do
+		alive "$t0"
+		sleep 0.05
+	done
+	echo "dkimd (--key-pool-size $1): /readyz 200 after $ready ms, DNS answers the last domain after $dns ms, API GET 200 after $(ms_since "$t0") ms"
+	echo "  serving: VmRSS $(rss_mib) MiB, Go heap in use $(heap_mib) MiB ($(echo "$(rss_mib) * 1048576 / $N" | bc) bytes RSS per domain)"
+}
+
+alive() { # start-ns
+	kill -0 "$DKIMD_PID" 2>/dev/null || { echo "dkimd exited"; tail -20 "$WORK/dkimd.log"; exit 1; }
+	[ "$(ms_since "$1")" -lt 1800000 ] || { echo "dkimd not serving after 30 min"; exit 1; }
 }
 
 wait_pool_full() { # size
@@ -107,16 +132,14 @@ echo "== dkimd on Postgres, key pool 16"
 start_dkimd 16
 
 # A domain near the end of the load signs with its own (unsealed) key.
-# /readyz says the zone is loaded; the sign listener may bind a moment later,
+# The sign listener binds a moment after the API listener,
 # hence the retries.
-if [ "$N" -gt 0 ]; then
-	dom=$(printf 'd%07d.example.com' $((N - 1)))
-	hdrs=$(printf 'From: a@%s\r\nTo: b@example.org\r\nSubject: scale\r\nDate: Sun, 29 Nov 2026 07:00:00 +0000\r\nMessage-ID: <1@%s>\r\n\r\nbody\r\n' "$dom" "$dom" |
-		curl -s -D - -o "$WORK/sig.txt" --retry 20 --retry-connrefused --retry-max-time 10 --data-binary @- \
-			"127.0.0.1:$SIGN_PORT/v1/sign") || true
-	echo "$hdrs" | grep -qi "^Dkim-Mode: aligned" || { echo "signing for $dom failed:"; echo "$hdrs"; cat "$WORK/sig.txt"; exit 1; }
-	echo "signing for $dom: $(echo "$hdrs" | grep -i '^Dkim-Selector' | tr -d '\r'), aligned"
-fi
+dom=$LAST_DOMAIN
+hdrs=$(printf 'From: a@%s\r\nTo: b@example.org\r\nSubject: scale\r\nDate: Sun, 29 Nov 2026 07:00:00 +0000\r\nMessage-ID: <1@%s>\r\n\r\nbody\r\n' "$dom" "$dom" |
+	curl -s -D - -o "$WORK/sig.txt" --retry 20 --retry-connrefused --retry-max-time 10 --data-binary @- \
+		"127.0.0.1:$SIGN_PORT/v1/sign") || true
+echo "$hdrs" | grep -qi "^Dkim-Mode: aligned" || { echo "signing for $dom failed:"; echo "$hdrs"; cat "$WORK/sig.txt"; exit 1; }
+echo "signing for $dom: $(echo "$hdrs" | grep -i '^Dkim-Selector' | tr -d '\r'), aligned"
 
 echo "== dnsperf -l $DURATION -c $CLIENTS -T 1, $(wc -l <"$WORK/queries.txt") queries, 90% existing TXT, 10% NXDOMAIN"
 for round in 1 2; do
@@ -135,14 +158,20 @@ wait_pool_full 16
 echo -n "pool 16 (warm):   "
 apilat -mode put -first 0 -count "$PUTS" -rate "$PUT_RATE"
 wait_pool_full 16
-apilat -mode propagate -first "$PUTS" -count "$PROPAGATE" -dns "127.0.0.1:$DNS_PORT" -zone "$ZONE"
+echo -n "pool 16 (warm):   "
+apilat -mode put -first "$PUTS" -count "$SLOW_PUTS" -rate 1
+wait_pool_full 16
+apilat -mode propagate -first $((PUTS + SLOW_PUTS)) -count "$PROPAGATE" -dns "127.0.0.1:$DNS_PORT" -zone "$ZONE"
 echo "after the tests: VmRSS $(rss_mib) MiB, Go heap in use $(heap_mib) MiB"
 stop_dkimd
 
 echo "== dkimd restarted, key pool 0 (every PUT generates its two keys inline)"
 start_dkimd 0
 apilat -mode get -n "$N" -c 1 -duration 1s >/dev/null
+first=$((PUTS + SLOW_PUTS + PROPAGATE))
 echo -n "pool 0:           "
-apilat -mode put -first $((PUTS + PROPAGATE)) -count "$PUTS" -rate "$PUT_RATE"
+apilat -mode put -first "$first" -count "$PUTS" -rate "$PUT_RATE"
+echo -n "pool 0:           "
+apilat -mode put -first $((first + PUTS)) -count "$SLOW_PUTS" -rate 1
 stop_dkimd
 echo "== done (N=$N)"
