@@ -28,7 +28,7 @@ psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
 url=$(sed -E "s#/postgres(\?|$)#/$db\1#" <<<"$admin")
 export DKIMD_DATABASE_URL=$url DKIMD_DATA_DIR=$work/data
 export DKIMD_API_ADDR=127.0.0.1:$api_port DKIMD_DNS_ADDR=127.0.0.1:$dns_port
-export DKIMD_SIGN_ADDR=127.0.0.1:$sign_port DKIMD_OPS_ADDR=127.0.0.1:$ops_port DKIMD_MILTER_ADDR=
+export DKIMD_SIGN_ADDR=127.0.0.1:$sign_port DKIMD_OPS_ADDR=127.0.0.1:$ops_port DKIMD_MILTER_ADDR=off
 export DKIMD_RESOLVER=127.0.0.1:9 DKIMD_LOG_LEVEL=warn
 
 cleanup() {
