@@ -75,3 +75,26 @@ func BenchmarkLiveHeap(b *testing.B) {
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N*n), "bytes/domain")
 	runtime.KeepAlive(keep)
 }
+
+// BenchmarkRespondLarge asks for random names of a 100,000-domain zone, so
+// that lookups miss the CPU caches as they do under real load.
+func BenchmarkRespondLarge(b *testing.B) {
+	const n = 100000
+	s, err := Build(testParams, 1, benchRecords(n))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var qs [][]byte
+	for i := range 4096 {
+		q, _ := new(dns.Msg).SetQuestion(fmt.Sprintf("selector%d-d%07d-example-com._domainkey.oxcloud.zone.", 1+i%2, (i*7919)%n), dns.TypeTXT).Pack()
+		qs = append(qs, q)
+	}
+	out := make([]byte, maxTCPSize)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, d, st := s.respond(out, qs[i%len(qs)], false); d != Answered || st.Rcode != 0 {
+			b.Fatal(d, st)
+		}
+	}
+}
