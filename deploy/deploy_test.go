@@ -181,6 +181,11 @@ func TestCompose(t *testing.T) {
 	}
 	for _, r := range replicas {
 		env := envOf(r)
+		for k, v := range env {
+			if str(v) == "" {
+				t.Errorf("%s: %s is empty, which dkimd reads as unset (write off to disable a listener)", r, k)
+			}
+		}
 		if !strings.HasPrefix(str(env["DKIMD_DATABASE_URL"]), "postgres://") {
 			t.Errorf("%s: DKIMD_DATABASE_URL = %v, want Postgres", r, env["DKIMD_DATABASE_URL"])
 		}
@@ -302,6 +307,11 @@ func TestKubernetes(t *testing.T) {
 		ports[str(get(p, "name"))] = fmt.Sprintf("%v/%s", get(p, "containerPort"), proto)
 	}
 	cm := objs["ConfigMap"][0]
+	for k, v := range get(cm, "data").(map[string]any) {
+		if str(v) == "" {
+			t.Errorf("ConfigMap: %s is empty, which dkimd reads as unset (write off to disable a listener)", k)
+		}
+	}
 	opsPort := strings.TrimPrefix(str(get(cm, "data", "DKIMD_OPS_ADDR")), ":")
 	dnsPort := strings.TrimPrefix(str(get(cm, "data", "DKIMD_DNS_ADDR")), ":")
 	for _, probe := range []struct{ name, path string }{{"readinessProbe", "/readyz"}, {"livenessProbe", "/healthz"}} {
