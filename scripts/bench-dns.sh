@@ -4,7 +4,8 @@
 #
 #   N=10000 DURATION=10 scripts/bench-dns.sh      # or: make bench-dns N=100000
 #   DKIMD_PROCS=1 (GOMAXPROCS of dkimd), ROUNDS=2, CLIENTS=4, KEEP=1 (keep the
-#   temp dir), REUSE=<kept dir> (skip loading), *_PORT to move the listeners.
+#   temp dir), REUSE=<kept dir> (skip loading), SETTLE=5 (seconds between the
+#   transfer and the measurement), *_PORT to move the listeners.
 #
 # Needs nsd, dnsperf and dig (Debian: nsd dnsperf bind9-dnsutils). Everything
 # listens on 127.0.0.1; all state lives in a temporary directory.
@@ -114,6 +115,10 @@ echo "NSD has serial $SERIAL (AXFR from dkimd) after $(echo "$(date +%s.%N) - $t
 Q=$(sed -n 1p "$WORK/queries.txt" | cut -d' ' -f1)
 a=$(dig @127.0.0.1 -p "$DNS_PORT" +short TXT "$Q"); b=$(dig @127.0.0.1 -p "$NSD_PORT" +short TXT "$Q")
 [ "$a" = "$b" ] && [ -n "$a" ] || { echo "answers differ for $Q: dkimd $a / nsd $b"; exit 1; }
+
+# The first AXFR makes much garbage in dkimd (every record is unpacked
+# into a message); let the collection it triggers finish before measuring.
+sleep "${SETTLE:-5}"
 
 RSS_KB=$(awk '/VmRSS/{print $2}' /proc/"$DKIMD_PID"/status)
 HEAP=$(curl -s "127.0.0.1:$OPS_PORT/metrics" | awk '/^go_memstats_heap_inuse_bytes /{printf "%d", $2}')
