@@ -126,6 +126,24 @@ wait_pool_full() { # size
 	exit 1
 }
 
+# CPU seconds (user+system) dkimd has used so far.
+cpu_s() { sed 's/.*) //' /proc/"$DKIMD_PID"/stat | awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($12 + $13) / hz}'; }
+misses() { curl -s "127.0.0.1:$OPS_PORT/metrics" | awk '/^dkimd_keypool_misses_total /{print $2}'; }
+
+# put LABEL FIRST COUNT RATE: one PUT run, with what dkimd's CPU and the key
+# pool did meanwhile, and the machine's load (it is shared: read PUT figures
+# with it).
+put() {
+	local c0 m0 out
+	c0=$(cpu_s)
+	m0=$(misses)
+	out=$(apilat -mode put -first "$2" -count "$3" -rate "$4")
+	printf '%-16s %s\n' "$1" "$out"
+	printf '%-16s dkimd CPU %.2f s (%.0f ms per PUT), key pool misses %s, load average %s\n' "" \
+		"$(echo "$(cpu_s) - $c0" | bc)" "$(echo "($(cpu_s) - $c0) * 1000 / $3" | bc)" \
+		"$(echo "${m0:-0} ${m0:+$(misses)}" | awk '{print NF == 2 ? $2 - $1 : "n/a"}')" "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 apilat() { "$WORK/apilat" -api "http://127.0.0.1:$API_PORT" -brand "$BRAND" -secret "$SECRET" -n "$N" "$@"; }
 
 echo "== dkimd on Postgres, key pool 16"
@@ -155,11 +173,9 @@ apilat -mode get -n "$N" -c 1 -duration 1s >/dev/null # warm the credential cach
 apilat -mode get -n "$N" -c "$CLIENTS" -duration "${DURATION}s"
 apilat -mode get -n "$N" -c 1 -duration "${DURATION}s"
 wait_pool_full 16
-echo -n "pool 16 (warm):   "
-apilat -mode put -first 0 -count "$PUTS" -rate "$PUT_RATE"
+put "pool 16 (warm)" 0 "$PUTS" "$PUT_RATE"
 wait_pool_full 16
-echo -n "pool 16 (warm):   "
-apilat -mode put -first "$PUTS" -count "$SLOW_PUTS" -rate 1
+put "pool 16 (warm)" "$PUTS" "$SLOW_PUTS" 1
 wait_pool_full 16
 apilat -mode propagate -first $((PUTS + SLOW_PUTS)) -count "$PROPAGATE" -dns "127.0.0.1:$DNS_PORT" -zone "$ZONE"
 echo "after the tests: VmRSS $(rss_mib) MiB, Go heap in use $(heap_mib) MiB"
@@ -169,9 +185,7 @@ echo "== dkimd restarted, key pool 0 (every PUT generates its two keys inline)"
 start_dkimd 0
 apilat -mode get -n "$N" -c 1 -duration 1s >/dev/null
 first=$((PUTS + SLOW_PUTS + PROPAGATE))
-echo -n "pool 0:           "
-apilat -mode put -first "$first" -count "$PUTS" -rate "$PUT_RATE"
-echo -n "pool 0:           "
-apilat -mode put -first $((first + PUTS)) -count "$SLOW_PUTS" -rate 1
+put "pool 0" "$first" "$PUTS" "$PUT_RATE"
+put "pool 0" $((first + PUTS)) "$SLOW_PUTS" 1
 stop_dkimd
 echo "== done (N=$N)"
