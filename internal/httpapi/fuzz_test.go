@@ -27,7 +27,9 @@ func FuzzDecodeBody(f *testing.F) {
 			if p.status < 400 || p.status >= 500 {
 				t.Fatalf("body %q: status %d for a client's mistake", body, p.status)
 			}
-			if len(body) > 8 && bytes.Contains([]byte(p.title), body) {
+			// Short bodies can match a fixed title by chance ("applicati");
+			// a title that quotes a body of 24 bytes or more is an echo.
+			if len(body) >= 24 && bytes.Contains([]byte(p.title), body) {
 				t.Fatalf("problem title echoes the body: %q", p.title)
 			}
 			return
