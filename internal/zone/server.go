@@ -397,7 +397,7 @@ func (s *Server) specialUDP(raw []byte, from netip.Addr) ([]byte, Stat) {
 	signed := false
 	if tsig != nil {
 		if s.opts.TSIG == nil || !strings.EqualFold(tsig.Hdr.Name, s.opts.TSIG.Name) ||
-			dns.TsigVerify(raw, s.opts.TSIG.Secret, "", false) != nil {
+			dns.TsigVerify(append([]byte(nil), raw...), s.opts.TSIG.Secret, "", false) != nil { // it rewrites its input
 			r := new(dns.Msg)
 			r.SetRcode(req, dns.RcodeNotAuth)
 			out, err := r.Pack()
