@@ -49,15 +49,17 @@ func (a *app) startDNS(ctx context.Context, g *errgroup.Group) error {
 	}
 	// This process's own commits, at once (the only path in SQLite mode).
 	a.store.OnCommit(func(uint32) { srv.Kick() })
-	if err := srv.Sync(ctx); err != nil {
-		return fmt.Errorf("dns: load zone: %w", err)
-	}
+	// Registered before the first load, which takes tens of seconds at a
+	// million domains: /readyz must say "not ready" during it.
 	a.readiness().Register("zone", func(context.Context) error {
 		if srv.Snapshot() == nil {
 			return errors.New("zone not loaded")
 		}
 		return nil
 	})
+	if err := srv.Sync(ctx); err != nil {
+		return fmt.Errorf("dns: load zone: %w", err)
+	}
 	if err := srv.Listen(); err != nil {
 		return fmt.Errorf("--dns-addr: %w", err)
 	}
