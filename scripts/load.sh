@@ -59,14 +59,19 @@ if [ "$FAULT" = pg-stop ]; then
     sleep 25
     echo "== starting Postgres again"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+    t0=$(date +%s.%N)
+    until curl -sf "http://127.0.0.1:$ops_port/readyz" >/dev/null; do sleep 0.1; done
+    echo "== ready again $(echo "$(date +%s.%N) - $t0" | bc) s after Postgres was started"
   ) &
+  fault_pid=$!
   extra=(--allow-503)
 fi
 
+status=0
 DKIMD_LOAD_SECRET=$secret "$work/dkimd-load" --api "http://127.0.0.1:$api_port" --dns "127.0.0.1:$dns_port" \
   --sign "http://127.0.0.1:$sign_port" --brand loadtest --domains "$DOMAINS" --workers "$WORKERS" \
-  --duration "$DURATION" "${extra[@]+"${extra[@]}"}"
-status=$?
-wait
+  --duration "$DURATION" "${extra[@]+"${extra[@]}"}" || status=$?
+# Only the fault's subshell: a bare wait would also wait for dkimd serve.
+[ -n "${fault_pid:-}" ] && wait "$fault_pid"
 echo "dkimd log lines at error level: $(grep -c '"level":"ERROR"' "$work/dkimd.log" || true)"
 exit $status

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"dkimd/internal/keystore"
 )
 
 // reqInfo is what the layers of one request tell the access log.
@@ -98,6 +101,11 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		level := slog.LevelInfo
 		if info.err != nil {
 			level = slog.LevelError
+			if errors.Is(info.err, keystore.ErrUnavailable) {
+				// The database is away: /readyz and the store's own log
+				// say so; each 503 is expected until it returns.
+				level = slog.LevelWarn
+			}
 			attrs = append(attrs, slog.String("error", info.err.Error()))
 		}
 		s.log.LogAttrs(r.Context(), level, "api request", attrs...)
