@@ -2,8 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"dkimd/internal/keystore"
+	"dkimd/internal/reqlog"
 )
 
 // reqInfo is what the layers of one request tell the access log.
@@ -35,58 +34,19 @@ func infoFrom(ctx context.Context) *reqInfo {
 	return &reqInfo{}
 }
 
-// requestID keeps a caller's X-Request-Id when it is short and harmless in a
-// log line, and otherwise makes one.
-func requestID(in string) string {
-	if len(in) > 0 && len(in) <= 128 {
-		ok := true
-		for i := 0; i < len(in) && ok; i++ {
-			c := in[i]
-			ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':'
-		}
-		if ok {
-			return in
-		}
-	}
-	b := make([]byte, 16)
-	_, _ = rand.Read(b) // never fails (crypto/rand)
-	return hex.EncodeToString(b)
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // observe gives every request its id, and after it one access-log line and
 // its metrics. It never logs credentials, bodies or query strings.
 func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := s.now()
-		info := &reqInfo{id: requestID(r.Header.Get("X-Request-Id"))}
+		info := &reqInfo{id: reqlog.RequestID(r.Header.Get("X-Request-Id"))}
 		w.Header().Set("X-Request-Id", info.id)
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &reqlog.StatusWriter{ResponseWriter: w}
 		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 		next.ServeHTTP(sw, r)
 
-		if sw.status == 0 {
-			sw.status = http.StatusOK
+		if sw.Status == 0 {
+			sw.Status = http.StatusOK
 		}
 		route := "unmatched" // bounded label values: never the raw path
 		if rc := chi.RouteContext(r.Context()); rc != nil && !info.unmatched {
@@ -94,7 +54,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		}
 		d := s.now().Sub(start)
 		attrs := []slog.Attr{
-			slog.String("method", r.Method), slog.String("route", route), slog.Int("status", sw.status),
+			slog.String("method", r.Method), slog.String("route", route), slog.Int("status", sw.Status),
 			slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("brand", info.brand), slog.String("request_id", info.id),
 			slog.String("remote", r.RemoteAddr),
 		}
@@ -110,7 +70,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		}
 		s.log.LogAttrs(r.Context(), level, "api request", attrs...)
 		if s.metrics != nil {
-			s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
+			s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.Status)).Inc()
 			s.metrics.duration.WithLabelValues(route, r.Method).Observe(d.Seconds())
 		}
 	})

@@ -24,9 +24,7 @@
 package signhttp
 
 import (
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -37,6 +35,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/reqlog"
 	"dkimd/internal/signer"
 )
 
@@ -92,18 +91,18 @@ func New(opts Options) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/sign", h)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, requestID(r), http.StatusNotFound, "NOT_FOUND", "no such resource; the sign endpoint is POST /v1/sign")
+		writeError(w, reqlog.RequestID(r.Header.Get("X-Request-Id")), http.StatusNotFound, "NOT_FOUND", "no such resource; the sign endpoint is POST /v1/sign")
 	})
 	return mux, nil
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.opts.Now()
-	id := requestID(r)
+	id := reqlog.RequestID(r.Header.Get("X-Request-Id"))
 	w.Header().Set("X-Request-Id", id)
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &reqlog.StatusWriter{ResponseWriter: w}
 	h.serve(sw, r, id)
-	h.requests.WithLabelValues(strconv.Itoa(sw.status)).Inc()
+	h.requests.WithLabelValues(strconv.Itoa(sw.Status)).Inc()
 	h.duration.Observe(h.opts.Now().Sub(start).Seconds())
 }
 
@@ -200,42 +199,4 @@ func writeError(w http.ResponseWriter, id string, status int, code, title string
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
-}
-
-// requestID keeps a caller's short, plain X-Request-Id (Postfix-side
-// scripts can pass the queue id) and otherwise makes one.
-func requestID(r *http.Request) string {
-	in := r.Header.Get("X-Request-Id")
-	if len(in) > 0 && len(in) <= 128 {
-		ok := true
-		for i := 0; i < len(in) && ok; i++ {
-			c := in[i]
-			ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':'
-		}
-		if ok {
-			return in
-		}
-	}
-	b := make([]byte, 16)
-	_, _ = rand.Read(b) // never fails (crypto/rand)
-	return hex.EncodeToString(b)
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
 }
