@@ -16,6 +16,7 @@ import (
 	"net/textproto"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
@@ -48,6 +49,12 @@ type Server struct {
 	opts     Options
 	srv      *gomilter.Server
 	messages *prometheus.CounterVec
+
+	// go-milter's own Close races with its Serve (unlocked fields), so
+	// this server closes the listener itself.
+	mu     sync.Mutex
+	ln     net.Listener
+	closed bool
 }
 
 // New returns a milter server.
@@ -86,15 +93,37 @@ func New(opts Options) (*Server, error) {
 
 // Serve accepts MTA connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.ln = ln
+	s.mu.Unlock()
 	err := s.srv.Serve(bufferedListener{ln})
-	if errors.Is(err, gomilter.ErrServerClosed) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed || errors.Is(err, gomilter.ErrServerClosed) {
 		return nil
 	}
 	return err
 }
 
 // Close stops accepting connections; messages in progress finish.
-func (s *Server) Close() error { return s.srv.Close() }
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.ln == nil {
+		return nil
+	}
+	if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
 
 // session is one MTA connection, which may carry several messages.
 type session struct {
