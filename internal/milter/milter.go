@@ -75,6 +75,9 @@ func New(opts Options) (*Server, error) {
 			Help: "Messages the milter saw, by outcome (signed, unsigned, error, aborted).",
 		}, []string{"outcome"}),
 	}
+	for _, o := range []string{outcomeSigned, outcomeRefused, outcomeError, outcomeAborted} {
+		s.messages.WithLabelValues(o) // zeros from the start, for dashboards
+	}
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(s.messages); err != nil {
 			return nil, err

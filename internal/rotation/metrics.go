@@ -43,6 +43,20 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	for _, s := range []string{keystore.StatusPendingDNS, keystore.StatusActive, keystore.StatusDNSError} {
 		m.domains.WithLabelValues(s)
 	}
+	// Every known label value exists from the start, so that dashboards and
+	// alerts see zeros instead of no series on an idle replica.
+	for _, k := range []string{"domain", "emergency", "brand"} {
+		m.rotations.WithLabelValues(k)
+	}
+	for _, r := range []string{"store", "keygen", "conflict", "resolver"} {
+		m.failures.WithLabelValues(r)
+	}
+	for _, v := range []string{VerdictOK, VerdictMissing, VerdictWrongTarget, VerdictKeyMismatch, "error"} {
+		m.checks.WithLabelValues(v)
+	}
+	for _, r := range []string{"unchecked", "resolver", VerdictMissing, VerdictWrongTarget, VerdictKeyMismatch} {
+		m.waiting.WithLabelValues(r)
+	}
 	for _, s := range []keystore.KeyState{keystore.StateNext, keystore.StateActive, keystore.StateRetiring, keystore.StateRevoked} {
 		m.keys.WithLabelValues(string(s))
 	}

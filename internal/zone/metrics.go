@@ -85,6 +85,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "dkimd_dns_reloads_total", Help: "Zone snapshot rebuilds, by kind (full, incremental) and failures.",
 	}, []string{"kind"})
 	m.full, m.incr, m.failed = reloads.WithLabelValues("full"), reloads.WithLabelValues("incremental"), reloads.WithLabelValues("failed")
+	// Known label values exist from the start: dashboards see zeros.
+	for _, r := range []string{"ok", "failed"} {
+		m.notifies.WithLabelValues(r)
+	}
+	for _, r := range []string{"axfr", "ixfr", "current", "refused", "failed"} {
+		m.xfrs.WithLabelValues(r)
+	}
 	for i, qt := range qtypeLabels {
 		for j, rc := range rcodeLabels {
 			m.queries[i][j] = queries.WithLabelValues(qt, rc)
