@@ -14,6 +14,7 @@ import (
 	"dkimd/internal/config"
 	"dkimd/internal/httpapi"
 	"dkimd/internal/keystore"
+	"dkimd/internal/ops"
 	"dkimd/internal/provision"
 	"dkimd/internal/sealbox"
 )
@@ -28,7 +29,8 @@ type app struct {
 	registry *prometheus.Registry
 	now      func() time.Time
 
-	api *httpapi.Server // set by startAPI; rotation plugs into it
+	api   *httpapi.Server // set by startAPI; rotation plugs into it
+	ready *ops.Readiness  // what /readyz checks; subsystems register theirs
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
@@ -86,7 +88,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	if err != nil {
 		return err
 	}
-	a := &app{cfg: cfg, log: log, store: store, box: box, registry: prometheus.NewRegistry(), now: time.Now}
+	a := &app{cfg: cfg, log: log, store: store, box: box, registry: prometheus.NewRegistry(), now: time.Now,
+		ready: ops.NewReadiness()}
 	a.svc = &provision.Service{Store: store, Box: box, Keys: provision.DirectGenerator{}, Zone: cfg.Zone, Now: a.now}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -102,9 +105,34 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	log.Info("dkimd serving", slog.String("version", version), slog.String("dialect", store.Dialect()),
 		slog.String("zone", cfg.Zone), slog.String("api_addr", cfg.APIAddr), slog.String("dns_addr", cfg.DNSAddr))
-	err = g.Wait()
+	err = waitBounded(gctx, g, shutdownDeadline)
 	log.Info("dkimd stopped")
 	return err
+}
+
+// shutdownDeadline bounds how long listeners and loops may take to stop
+// after SIGTERM; it sits under the 30 s grace of the Kubernetes manifest and
+// the systemd unit, so that dkimd exits by itself with a message rather than
+// being killed.
+const shutdownDeadline = 25 * time.Second
+
+// waitBounded waits for the group; once ctx ends (SIGTERM, or a listener
+// failed and cancelled the group), it waits at most
+// deadline more.
+func waitBounded(ctx context.Context, g *errgroup.Group, deadline time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(deadline):
+		return fmt.Errorf("shutdown: listeners and loops did not stop within %s", deadline)
+	}
 }
 
 // startKeyPool fills a pool of RSA keys in the background so that PUTs do

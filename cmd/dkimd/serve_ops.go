@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -20,18 +19,11 @@ import (
 // grace period (Kubernetes: 30 s).
 const opsShutdownTimeout = 5 * time.Second
 
-// readinessByApp holds each app's readiness checks until app carries them as
-// a field (a.ready, built in serve); see readiness.
-var readinessByApp sync.Map // *app -> *ops.Readiness
-
 // readiness is where subsystems register what /readyz checks, e.g. the DNS
 // server's "zone loaded": a.readiness().Register("zone", …). Checks may be
 // registered after the ops listener started; each /readyz request runs the
 // current set.
-func (a *app) readiness() *ops.Readiness {
-	r, _ := readinessByApp.LoadOrStore(a, ops.NewReadiness())
-	return r.(*ops.Readiness)
-}
+func (a *app) readiness() *ops.Readiness { return a.ready }
 
 // startOps starts the ops listener (/metrics, /healthz, /readyz); it stops
 // when ctx ends, letting in-flight requests finish within opsShutdownTimeout.
@@ -70,7 +62,6 @@ func (a *app) startOps(ctx context.Context, g *errgroup.Group) error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), opsShutdownTimeout)
 		defer cancel()
-		defer readinessByApp.Delete(a)
 		if err := srv.Shutdown(sctx); err != nil {
 			srv.Close()
 			return fmt.Errorf("ops listener: shutdown: %w", err)
