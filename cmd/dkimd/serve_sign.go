@@ -26,7 +26,8 @@ const signShutdownTimeout = 15 * time.Second
 // committed by this process reach it through OnCommit, those of other
 // replicas on a shared Postgres through LISTEN (one connection per signer,
 // ended with ctx); a domain's status change, which announces nothing, within
-// signer.Options.MaxAge (30 s).
+// signer.Options.MaxAge (30 s). Each signer also keeps its outage directory
+// current (signer.KeepWarm).
 func (a *app) newSigner(ctx context.Context, g *errgroup.Group, listener string) (*signer.Signer, error) {
 	s, err := signer.New(signer.Options{
 		Store: a.store, Box: a.box, Zone: a.cfg.Zone, Now: a.now,
@@ -36,6 +37,14 @@ func (a *app) newSigner(ctx context.Context, g *errgroup.Group, listener string)
 		return nil, err
 	}
 	a.store.OnCommit(func(uint32) { s.Invalidate() })
+	// The outage directory: every maildomain's brand and the brands'
+	// fallback keys, so that a domain not yet resolved is still signed
+	// (with its brand's key) while the store is away. Loaded in the
+	// background so a large store does not hold up start-up.
+	g.Go(func() error {
+		s.KeepWarm(ctx)
+		return nil
+	})
 	if a.store.Dialect() == keystore.Postgres {
 		g.Go(func() error {
 			s.FollowPostgres(ctx, a.store.URL())

@@ -89,6 +89,17 @@ func (c *cache) plan(ctx context.Context, from string) (*plan, error) {
 			c.s.opts.Log.Warn("signing with cached keys, the store failed", slog.String("domain", domain), slog.Any("err", err))
 			return p, nil
 		}
+		if d := c.s.dir.Load(); d != nil {
+			if fp := d.fallback(domain, c.s.opts.Zone); fp != nil {
+				// Never resolved, but a maildomain of one brand when the
+				// directory was loaded: sign with the brand's key, valid if
+				// not aligned, rather than stop the mail.
+				c.s.metrics.outage.Inc()
+				c.s.opts.Log.Warn("signing with the brand's fallback key, the store failed", slog.String("domain", domain),
+					slog.String("d", fp.domain), slog.Any("err", err))
+				return fp, nil
+			}
+		}
 		return nil, err
 	}
 	fresh.gen, fresh.loadedAt = gen, now

@@ -15,6 +15,7 @@ type metrics struct {
 	duration prometheus.Histogram
 	keyLoads prometheus.Counter
 	stale    prometheus.Counter
+	outage   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
@@ -49,9 +50,13 @@ func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
 			Name: "dkimd_sign_stale_plans_total", ConstLabels: cl,
 			Help: "Key choices served from memory past their age because the store failed.",
 		}),
+		outage: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dkimd_sign_outage_fallback_total", ConstLabels: cl,
+			Help: "Messages from a domain not resolved before the store failed, signed with its brand's fallback key from the outage directory.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.signed, m.refused, m.errors, m.reads, m.duration, m.keyLoads, m.stale} {
+		for _, c := range []prometheus.Collector{m.signed, m.refused, m.errors, m.reads, m.duration, m.keyLoads, m.stale, m.outage} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

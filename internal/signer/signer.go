@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +56,9 @@ type Store interface {
 	Domain(ctx context.Context, name string) (keystore.Domain, error)
 	Keys(ctx context.Context, kind keystore.OwnerKind, owner string) ([]keystore.Key, error)
 	MaildomainBrands(ctx context.Context, domain string) ([]string, error)
+	// EachMaildomain streams every (maildomain, brand) pair, for the outage
+	// directory (Warm).
+	EachMaildomain(ctx context.Context, fn func(domain, brand string) error) error
 }
 
 // Options configure a Signer.
@@ -73,6 +77,9 @@ type Options struct {
 	// notice (Invalidate); it bounds how late a replica that shares a
 	// Postgres with the one that rotated notices. Default 30s.
 	MaxAge time.Duration
+	// DirectoryRefresh is how often KeepWarm rereads every maildomain for
+	// the outage directory. Default 5m.
+	DirectoryRefresh time.Duration
 	// MaxHeaderBytes bounds the header block. Default 1 MiB.
 	MaxHeaderBytes int
 }
@@ -82,6 +89,11 @@ type Signer struct {
 	opts    Options
 	cache   *cache
 	metrics *metrics
+
+	// The outage directory (directory.go): dir is read without a lock by
+	// every message the store cannot resolve; dirMu serialises loads.
+	dir   atomic.Pointer[directory]
+	dirMu sync.Mutex
 }
 
 // New returns a Signer.
@@ -97,6 +109,9 @@ func New(opts Options) (*Signer, error) {
 	}
 	if opts.MaxAge <= 0 {
 		opts.MaxAge = 30 * time.Second
+	}
+	if opts.DirectoryRefresh <= 0 {
+		opts.DirectoryRefresh = 5 * time.Minute
 	}
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = 1 << 20
