@@ -74,4 +74,5 @@ DKIMD_LOAD_SECRET=$secret "$work/dkimd-load" --api "http://127.0.0.1:$api_port" 
 # Only the fault's subshell: a bare wait would also wait for dkimd serve.
 [ -n "${fault_pid:-}" ] && wait "$fault_pid"
 echo "dkimd log lines at error level: $(grep -c '"level":"ERROR"' "$work/dkimd.log" || true)"
+grep '"level":"ERROR"' "$work/dkimd.log" | cut -c1-400 | sort | uniq -c | sort -rn | head -5 || true
 exit $status

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -72,6 +73,11 @@ func toProblem(err error) *problem {
 		return &problem{status: http.StatusUnprocessableEntity, code: "LABEL_TOO_LONG", title: err.Error()}
 	case errors.Is(err, rotation.ErrRotationPending):
 		return &problem{status: http.StatusConflict, code: "ROTATION_PENDING", title: "a rotation is already pending"}
+	case errors.Is(err, context.Canceled):
+		// The client hung up mid-request: not a server error, and the
+		// transaction rolled back. nginx's 499 names this case in logs and
+		// metrics; the client never reads it.
+		return &problem{status: statusClientClosed, code: "CLIENT_CLOSED_REQUEST", title: "the client closed the request"}
 	case errors.Is(err, keystore.ErrUnavailable):
 		return errUnavailable
 	case errors.Is(err, keystore.ErrNotFound):
@@ -81,6 +87,9 @@ func toProblem(err error) *problem {
 	}
 	return errInternal
 }
+
+// statusClientClosed is nginx's non-standard "client closed request".
+const statusClientClosed = 499
 
 type envelope struct {
 	Errors []envelopeError `json:"errors"`

@@ -256,7 +256,7 @@ func TestToProblem(t *testing.T) {
 		{fmt.Errorf("x: %w", domainname.ErrLabelTooLong), 422, "LABEL_TOO_LONG"},
 		{fmt.Errorf("x: %w", &domainname.Invalid{Reason: "r"}), 400, "INVALID_DOMAIN"},
 		{fmt.Errorf("wrapped: %w", errDomainNotFound), 404, "DOMAIN_NOT_FOUND"},
-		{context.Canceled, 500, "INTERNAL"},
+		{fmt.Errorf("keystore: begin: %w", context.Canceled), statusClientClosed, "CLIENT_CLOSED_REQUEST"},
 		{errors.New("boom"), 500, "INTERNAL"},
 	} {
 		t.Run(tc.err.Error(), func(t *testing.T) {
