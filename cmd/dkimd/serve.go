@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -150,4 +153,25 @@ func (a *app) startKeyPool(ctx context.Context, g *errgroup.Group) *provision.Po
 	}, func() float64 { return float64(pool.Len()) }))
 	g.Go(func() error { return pool.Run(ctx) })
 	return pool
+}
+
+// serveHTTP runs srv on ln until ctx ends, then lets in-flight requests
+// finish within grace before it closes what is left.
+func serveHTTP(ctx context.Context, g *errgroup.Group, name string, srv *http.Server, ln net.Listener, grace time.Duration) {
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s listener: %w", name, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+			return fmt.Errorf("%s listener: shutdown: %w", name, err)
+		}
+		return nil
+	})
 }

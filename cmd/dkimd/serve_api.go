@@ -103,22 +103,7 @@ func (a *app) startAPI(ctx context.Context, g *errgroup.Group) error {
 		a.log.Warn("API listener serves plain HTTP: put it behind a TLS-terminating proxy, Basic auth sends brand secrets in clear")
 	}
 	a.log.Info("api listening", slog.String("addr", ln.Addr().String()), slog.Bool("tls", certs != nil))
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("api listener: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), apiShutdownTimeout)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			srv.Close()
-			return fmt.Errorf("api listener: shutdown: %w", err)
-		}
-		return nil
-	})
+	serveHTTP(ctx, g, "api", srv, ln, apiShutdownTimeout)
 	return nil
 }
 

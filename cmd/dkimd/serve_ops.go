@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -52,21 +51,6 @@ func (a *app) startOps(ctx context.Context, g *errgroup.Group) error {
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	a.log.Info("ops listening", slog.String("addr", ln.Addr().String()))
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("ops listener: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), opsShutdownTimeout)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			srv.Close()
-			return fmt.Errorf("ops listener: shutdown: %w", err)
-		}
-		return nil
-	})
+	serveHTTP(ctx, g, "ops", srv, ln, opsShutdownTimeout)
 	return nil
 }

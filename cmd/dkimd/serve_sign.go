@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -89,20 +88,6 @@ func (a *app) startSign(ctx context.Context, g *errgroup.Group) error {
 	}
 	a.log.Info("sign endpoint listening", slog.String("addr", ln.Addr().String()),
 		slog.Bool("token", a.cfg.SignToken != ""), slog.Int64("max_bytes", a.cfg.SignMaxBytes))
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("sign listener: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), signShutdownTimeout)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			a.log.Warn("sign listener did not shut down cleanly", slog.String("error", err.Error()))
-		}
-		return nil
-	})
+	serveHTTP(ctx, g, "sign", srv, ln, signShutdownTimeout)
 	return nil
 }
