@@ -34,6 +34,7 @@ type Store interface {
 	DomainStatusCounts(ctx context.Context) (map[string]int, error)
 	KeyStateCounts(ctx context.Context) (map[keystore.KeyState]int, error)
 	OldestActiveKeyPublishedAt(ctx context.Context) (time.Time, error)
+	PruneZoneJournal(ctx context.Context, keep uint32) (int64, error)
 }
 
 var _ Store = (*keystore.SQL)(nil)
@@ -114,6 +115,7 @@ type Service struct {
 	mu            sync.Mutex
 	nextBrandPass time.Time
 	nextGauges    time.Time
+	nextPrune     time.Time
 }
 
 // gaugeInterval spaces the counts behind the domain and key gauges: they
@@ -203,6 +205,7 @@ func (s *Service) Step(ctx context.Context) error {
 			s.log.Warn("rotation gauges not updated", slog.Any("error", err))
 		}
 	}
+	s.pruneJournal(ctx, now)
 	return ctx.Err()
 }
 
@@ -333,4 +336,27 @@ func joinReasons(parts ...string) string {
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+// pruneJournal trims the zone change journal once an hour. It runs here
+// because exactly one replica runs this loop; replicas that fall behind the
+// kept part reload their zone whole.
+func (s *Service) pruneJournal(ctx context.Context, now time.Time) {
+	s.mu.Lock()
+	due := !now.Before(s.nextPrune)
+	if due {
+		s.nextPrune = now.Add(time.Hour)
+	}
+	s.mu.Unlock()
+	if !due {
+		return
+	}
+	n, err := s.store.PruneZoneJournal(ctx, keystore.ZoneJournalKeep)
+	if err != nil {
+		s.log.Warn("zone change journal not pruned", slog.Any("error", err))
+		return
+	}
+	if n > 0 {
+		s.log.Info("pruned the zone change journal", slog.Int64("entries", n))
+	}
 }

@@ -28,6 +28,7 @@ type Source interface {
 	ZoneRecords(ctx context.Context, fn func(keystore.ZoneRecord) error) error
 	OwnerZoneRecords(ctx context.Context, kind keystore.OwnerKind, owner string) ([]keystore.ZoneRecord, error)
 	ZoneChangesSince(ctx context.Context, after, upTo uint32) ([]keystore.ZoneChange, error)
+	ZoneJournalFloor(ctx context.Context) (floor uint32, ok bool, err error)
 }
 
 // TSIGKey is the shared secret of zone transfers and NOTIFY.
@@ -168,6 +169,15 @@ func (s *Server) Sync(ctx context.Context) error {
 	case serial < cur.serial:
 		s.log.Error("the database's zone serial went backwards; reloading from it",
 			slog.Uint64("serial", uint64(serial)), slog.Uint64("served_serial", uint64(cur.serial)))
+		return s.fullLoad(ctx, serial)
+	}
+	// The journal is pruned (keystore.ZoneJournalKeep): a replica that fell
+	// further behind than it reaches must reload everything.
+	if floor, ok, err := s.src.ZoneJournalFloor(ctx); err != nil {
+		return err
+	} else if !ok || cur.serial+1 < floor {
+		s.log.Warn("zone change journal does not reach back to the served serial; reloading the whole zone",
+			slog.Uint64("served_serial", uint64(cur.serial)), slog.Uint64("journal_floor", uint64(floor)))
 		return s.fullLoad(ctx, serial)
 	}
 	changes, err := s.src.ZoneChangesSince(ctx, cur.serial, serial)

@@ -618,3 +618,39 @@ func TestReconcileWithoutNotify(t *testing.T) {
 	keys, _ := store.Keys(ctx, keystore.OwnerBrand, "acme")
 	waitTXT(t, srv.Addr(), "selector1._domainkey.acme."+testZone+".", dkimkey.TXTValue(keys[0].Algorithm, keys[0].PublicKey), start)
 }
+
+// TestJournalPrunedBehindReplica: a replica whose serial lies below what the
+// pruned change journal still holds cannot catch up incrementally; it must
+// reload the whole zone and still end up answering every change.
+func TestJournalPrunedBehindReplica(t *testing.T) {
+	ctx := context.Background()
+	store := keystoretest.Open(t, keystore.SQLite)
+	svc := provisiontest.Service(t, store, testZone, nil)
+	actor := provision.Actor{Name: "test"}
+	if _, err := svc.CreateBrand(ctx, "acme", actor); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, store, zone.Options{Reconcile: time.Hour}) // no commit hook: it falls behind
+	// Changes the replica misses, then pruned from the journal.
+	for _, b := range []string{"beta", "gamma", "delta"} {
+		if _, err := svc.CreateBrand(ctx, b, actor); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := store.PruneZoneJournal(ctx, 1); err != nil || n == 0 {
+		t.Fatalf("PruneZoneJournal: %d, %v", n, err)
+	}
+	if err := srv.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"beta", "gamma", "delta"} {
+		keys, err := store.Keys(ctx, keystore.OwnerBrand, b)
+		if err != nil || len(keys) == 0 {
+			t.Fatalf("keys of %s: %v", b, err)
+		}
+		r := exchange(t, "udp", srv.Addr(), query("selector1._domainkey."+b+"."+testZone+".", dns.TypeTXT))
+		if len(r.Answer) != 1 || joined(r.Answer[0]) != dkimkey.TXTValue(keys[0].Algorithm, keys[0].PublicKey) {
+			t.Fatalf("%s after a pruned journal: %v", b, r.Answer)
+		}
+	}
+}
