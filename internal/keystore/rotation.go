@@ -41,50 +41,40 @@ func (r reader) RetiredKeys(ctx context.Context, before time.Time, limit int) ([
 
 // DomainStatusCounts counts domains by status.
 func (r reader) DomainStatusCounts(ctx context.Context) (map[string]int, error) {
-	rows, err := r.q.QueryContext(ctx, `SELECT status, COUNT(*) FROM domains GROUP BY status`)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: domain status counts: %w", classify(err))
-	}
-	type count struct {
-		k string
-		n int
-	}
-	cs, err := collect(rows, func(row interface{ Scan(...any) error }) (count, error) {
-		var c count
-		err := row.Scan(&c.k, &c.n)
-		return c, err
-	}, "domain status counts")
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]int{}
-	for _, c := range cs {
-		out[c.k] = c.n
-	}
-	return out, nil
+	return r.groupCounts(ctx, `SELECT status, COUNT(*) FROM domains GROUP BY status`, "domain status counts")
 }
 
 // KeyStateCounts counts keys of every owner by state.
 func (r reader) KeyStateCounts(ctx context.Context) (map[KeyState]int, error) {
-	rows, err := r.q.QueryContext(ctx, `SELECT state, COUNT(*) FROM keys GROUP BY state`)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: key state counts: %w", classify(err))
-	}
-	type count struct {
-		k string
-		n int
-	}
-	cs, err := collect(rows, func(row interface{ Scan(...any) error }) (count, error) {
-		var c count
-		err := row.Scan(&c.k, &c.n)
-		return c, err
-	}, "key state counts")
+	counts, err := r.groupCounts(ctx, `SELECT state, COUNT(*) FROM keys GROUP BY state`, "key state counts")
 	if err != nil {
 		return nil, err
 	}
-	out := map[KeyState]int{}
-	for _, c := range cs {
-		out[KeyState(c.k)] = c.n
+	out := make(map[KeyState]int, len(counts))
+	for k, n := range counts {
+		out[KeyState(k)] = n
+	}
+	return out, nil
+}
+
+// groupCounts runs a "SELECT key, COUNT(*) … GROUP BY key" query.
+func (r reader) groupCounts(ctx context.Context, query, what string) (map[string]int, error) {
+	rows, err := r.q.QueryContext(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: %s: %w", what, classify(err))
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var k string
+		var n int
+		if err := rows.Scan(&k, &n); err != nil {
+			return nil, fmt.Errorf("keystore: %s: %w", what, classify(err))
+		}
+		out[k] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("keystore: %s: %w", what, classify(err))
 	}
 	return out, nil
 }
