@@ -84,17 +84,7 @@ func TestTwoReplicasOnPostgres(t *testing.T) {
 		return strings.ReplaceAll(strings.ReplaceAll(strings.TrimSpace(string(out)), `" "`, ""), `"`, "")
 	}
 	call := func(method string) (int, string) {
-		req, err := http.NewRequest(method, "http://"+a.api+"/cloudapi/v2/mail/dkim/acme/spamtrap.dk", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.SetBasicAuth("acme", secret)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
+		resp, body := httpCall(t, method, "http://"+a.api+"/cloudapi/v2/mail/dkim/acme/spamtrap.dk", "acme", secret, "", nil)
 		return resp.StatusCode, string(body)
 	}
 	waitFor := func(what string, ok func(string) bool) time.Duration {

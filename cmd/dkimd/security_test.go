@@ -93,25 +93,7 @@ func startFullServe(t *testing.T, c cliEnv) *securityServer {
 // call makes a request and keeps what came back for the key-material scan.
 func (s *securityServer) call(t *testing.T, method, url, user, pass, bearer string, body []byte) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if user != "" {
-		req.SetBasicAuth(user, pass)
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, b := httpCall(t, method, url, user, pass, bearer, body)
 	for k, v := range resp.Header {
 		s.seen.WriteString(k + ": " + strings.Join(v, ",") + "\n")
 	}
