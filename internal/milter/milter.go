@@ -1,8 +1,14 @@
 // Package milter is dkimd's milter listener (the Sendmail/Postfix filter
-// protocol, via github.com/emersion/go-milter): the MTA hands over each
+// protocol, via github.com/d--j/go-milter): the MTA hands over each
 // outgoing message, the milter signs it with package signer and inserts the
 // DKIM-Signature field(s) at the top of the header. A message that cannot be
 // signed passes unchanged, with a log line: signing must never stop mail.
+//
+// It speaks protocol version 6 and asks the MTA not to wait for a reply to
+// any event but the end of the message, so that header fields and body
+// chunks stream in without a round trip each. An MTA that offers less (an
+// old one, or Postfix with milter_protocol = 2) still works, waiting for a
+// reply per event.
 //
 // It owns the protocol only; key choice and signing are package signer's.
 package milter
@@ -11,15 +17,15 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
-	"net/textproto"
-	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
-	gomilter "github.com/emersion/go-milter"
+	gomilter "github.com/d--j/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"dkimd/internal/signer"
@@ -44,14 +50,26 @@ const (
 	maxHeaderFields = 10_000
 )
 
+// protocol is what the milter asks of the MTA, of which it gets what the
+// MTA offers.
+const protocol = skipStages | gomilter.OptNoReplies
+
+// skipStages are the events the milter does not need: only the header and
+// the body matter.
+const skipStages = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoMailFrom | gomilter.OptNoRcptTo |
+	gomilter.OptNoUnknown | gomilter.OptNoData
+
 // Server is a milter listener.
 type Server struct {
 	opts     Options
 	srv      *gomilter.Server
 	messages *prometheus.CounterVec
 
-	// go-milter's own Close races with its Serve (unlocked fields), so
-	// this server closes the listener itself.
+	// Close stops accepting connections but lets the MTA finish the
+	// messages in progress, which go-milter's Close (it drops every
+	// connection) and Shutdown (it waits for the MTA to hang up, which
+	// Postfix does only when its SMTP session ends) do not do; so this
+	// server closes the listener itself.
 	mu     sync.Mutex
 	ln     net.Listener
 	closed bool
@@ -83,15 +101,33 @@ func New(opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.srv = &gomilter.Server{
-		NewMilter: func() gomilter.Milter { return &session{s: s} },
-		// Inserting a header is all the milter does.
-		Actions: gomilter.OptAddHeader,
-		// Only the header and the body matter; skipping the rest saves
-		// round trips per message.
-		Protocol: gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoMailFrom | gomilter.OptNoRcptTo,
-	}
+	s.srv = gomilter.NewServer(
+		gomilter.WithMilter(func() gomilter.Milter { return &session{s: s} }),
+		gomilter.WithNegotiationCallback(s.negotiate),
+	)
 	return s, nil
+}
+
+// negotiate answers the MTA's offer. go-milter's own negotiation fails
+// unless the MTA offers every protocol option asked for; an MTA that cannot
+// spare the replies must still get its mail signed, so the milter takes the
+// part of protocol that the MTA offers.
+func (s *Server) negotiate(mtaVersion, _ uint32, mtaActions, _ gomilter.OptAction, mtaProtocol, _ gomilter.OptProtocol, _ gomilter.DataSize) (uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize, error) {
+	var err error
+	switch {
+	case mtaVersion < 2:
+		err = fmt.Errorf("milter: the MTA speaks milter protocol version %d, 2 or later is needed", mtaVersion)
+	case mtaActions&gomilter.OptAddHeader == 0:
+		err = errors.New("milter: the MTA does not let milters add header fields")
+	}
+	if err != nil {
+		s.opts.Log.Error("milter negotiation failed", slog.String("error", err.Error()))
+		return 0, 0, 0, 0, err
+	}
+	version := min(mtaVersion, gomilter.MaxServerProtocolVersion)
+	// Inserting a header field is all the milter does. The packets stay
+	// at the 64 KB every MTA accepts.
+	return version, gomilter.OptAddHeader, protocol & mtaProtocol, gomilter.DataSize64K, nil
 }
 
 // Serve accepts MTA connections on ln until Close.
@@ -130,6 +166,8 @@ func (s *Server) Close() error {
 
 // session is one MTA connection, which may carry several messages.
 type session struct {
+	gomilter.NoOpMilter // the stages the milter asks the MTA to skip
+
 	s      *Server
 	header []byte
 	fields int
@@ -146,27 +184,21 @@ func (m *session) reset() {
 	*m = session{s: m.s, header: m.header[:0]}
 }
 
-func (m *session) Connect(string, string, uint16, net.IP, *gomilter.Modifier) (gomilter.Response, error) {
-	return gomilter.RespContinue, nil
-}
-
-func (m *session) Helo(string, *gomilter.Modifier) (gomilter.Response, error) {
-	return gomilter.RespContinue, nil
-}
-
-func (m *session) MailFrom(string, *gomilter.Modifier) (gomilter.Response, error) {
-	return gomilter.RespContinue, nil
-}
-
-func (m *session) RcptTo(string, *gomilter.Modifier) (gomilter.Response, error) {
-	return gomilter.RespContinue, nil
+// NewConnection logs what the MTA agreed to: a version below 6 or missing
+// no-reply options mean a round trip per header field.
+func (m *session) NewConnection(mod gomilter.Modifier) error {
+	m.s.opts.Log.Debug("milter connection", slog.Uint64("version", uint64(mod.Version())),
+		slog.String("protocol", mod.Protocol().String()))
+	return nil
 }
 
 // Header rebuilds the field as it appears in the message. The MTA sends the
-// value without the space after the colon and with LF inside folded values;
-// relaxed canonicalization makes both immaterial, and the signer turns LF
-// into CRLF.
-func (m *session) Header(name, value string, mod *gomilter.Modifier) (gomilter.Response, error) {
+// value without the space after the colon (unless the milter asked for it
+// with SMFIP_HDR_LEADSPC, which this one does not) and with LF inside folded
+// values; relaxed canonicalization makes both immaterial, and the signer
+// turns LF into CRLF. Without a reply expected (SMFIP_NR_HDR), the response
+// is dropped.
+func (m *session) Header(name, value string, _ gomilter.Modifier) (*gomilter.Response, error) {
 	m.fields++
 	if m.fields > maxHeaderFields {
 		// The signer would refuse it anyway; stop collecting.
@@ -183,13 +215,16 @@ func (m *session) Header(name, value string, mod *gomilter.Modifier) (gomilter.R
 	return gomilter.RespContinue, nil
 }
 
-// Headers is the end of the header: pick the keys now, and let a message
-// that will not be signed go without sending its body.
-func (m *session) Headers(_ textproto.MIMEHeader, mod *gomilter.Modifier) (gomilter.Response, error) {
-	m.queueID = mod.Macros["i"]
+// Headers is the end of the header: pick the keys now. A message that
+// will not be signed is accepted here, which spares sending its body to an
+// MTA that waits for this reply; one that does not (SMFIP_NR_EOH) sends the
+// body anyway, and the milter ignores it.
+func (m *session) Headers(mod gomilter.Modifier) (_ *gomilter.Response, err error) {
+	defer m.recoverPanic(&err)
+	m.queueID = mod.Get(gomilter.MacroQueueId)
 	if m.skip {
 		m.pass(outcomeRefused, slog.String("reason", "too many header fields"))
-		m.reset() // accepted: the MTA sends no body, the next message starts afresh
+		m.reset() // the next message starts afresh
 		return gomilter.RespAccept, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.s.opts.Timeout)
@@ -201,14 +236,11 @@ func (m *session) Headers(_ textproto.MIMEHeader, mod *gomilter.Modifier) (gomil
 		return gomilter.RespAccept, nil
 	}
 	m.msg = msg
-	// An MTA that drops the connection mid-message (a milter timeout, a
-	// crash) sends no abort, and go-milter tells no one: once the session
-	// is garbage, abort its message so the signature goroutines end.
-	runtime.AddCleanup(m, (*signer.Message).Abort, msg)
 	return gomilter.RespContinue, nil
 }
 
-func (m *session) BodyChunk(chunk []byte, _ *gomilter.Modifier) (gomilter.Response, error) {
+func (m *session) BodyChunk(chunk []byte, _ gomilter.Modifier) (_ *gomilter.Response, err error) {
+	defer m.recoverPanic(&err)
 	if m.msg == nil {
 		return gomilter.RespAccept, nil
 	}
@@ -220,10 +252,11 @@ func (m *session) BodyChunk(chunk []byte, _ *gomilter.Modifier) (gomilter.Respon
 	return gomilter.RespContinue, nil
 }
 
-// Body is the end of the message: finish the signatures and insert them
-// at the top, RSA first.
-func (m *session) Body(mod *gomilter.Modifier) (gomilter.Response, error) {
+// EndOfMessage finishes the signatures and inserts them at the top, RSA
+// first.
+func (m *session) EndOfMessage(mod gomilter.Modifier) (_ *gomilter.Response, err error) {
 	defer m.reset()
+	defer m.recoverPanic(&err) // first, while the queue id is known
 	if m.msg == nil {
 		return gomilter.RespAccept, nil
 	}
@@ -249,12 +282,32 @@ func (m *session) Body(mod *gomilter.Modifier) (gomilter.Response, error) {
 	return gomilter.RespAccept, nil
 }
 
-func (m *session) Abort(*gomilter.Modifier) error {
+func (m *session) Abort(gomilter.Modifier) error {
 	if m.msg != nil || len(m.header) > 0 {
 		m.s.messages.WithLabelValues(outcomeAborted).Inc()
 	}
 	m.reset()
 	return nil
+}
+
+// Cleanup is the end of the connection. An MTA that drops it mid-message
+// (a milter timeout, a crash) sends no abort: the message counts as
+// aborted, and its signature goroutines end here.
+func (m *session) Cleanup(mod gomilter.Modifier) {
+	_ = m.Abort(mod)
+}
+
+// recoverPanic turns a panic in signing into an error log and a closed
+// connection (the MTA applies its milter_default_action), not a crash of
+// dkimd; go-milter does not recover.
+func (m *session) recoverPanic(err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	*err = fmt.Errorf("milter: panic: %v", v)
+	m.pass(outcomeError, slog.String("error", (*err).Error()), slog.String("stack", string(debug.Stack())))
+	m.reset()
 }
 
 // refused logs why a message passes unsigned.
@@ -290,8 +343,9 @@ func splitField(field string) (name, value string) {
 
 // bufferedListener gives each connection a read buffer. go-milter reads a
 // packet's length and its body with separate reads; buffered, the MTA's
-// packets that arrived together (macros, header field, end of header) cost
-// one system call instead of two each.
+// packets that arrived together (macros, header fields, end of header, body
+// chunks: with no replies awaited, a whole message) cost one system call
+// instead of two each.
 type bufferedListener struct{ net.Listener }
 
 func (l bufferedListener) Accept() (net.Conn, error) {

@@ -25,11 +25,16 @@ func startMilter(t *testing.T, f *signertest.Fixture, reg *prometheus.Registry) 
 
 func startMilterTB(t testing.TB, f *signertest.Fixture, reg *prometheus.Registry) string {
 	t.Helper()
+	return startMilterLog(t, f, reg, slog.New(slog.DiscardHandler))
+}
+
+func startMilterLog(t testing.TB, f *signertest.Fixture, reg *prometheus.Registry, log *slog.Logger) string {
+	t.Helper()
 	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Registerer: reg, Listener: "milter"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := milter.New(milter.Options{Signer: s, Registerer: reg, Log: slog.New(slog.DiscardHandler)})
+	m, err := milter.New(milter.Options{Signer: s, Registerer: reg, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,17 +84,51 @@ func runMilter(t *testing.T, sess *gomilter.ClientSession, fields []field, body 
 	return mods, act
 }
 
+// What Postfix 3.x offers a milter (milter_protocol = 6, the default):
+// every stage can be skipped, and every reply but the end of message's
+// spared (the SMFIP_NR_* flags).
+const (
+	postfixActions = gomilter.OptAddHeader | gomilter.OptChangeBody | gomilter.OptAddRcpt | gomilter.OptRemoveRcpt |
+		gomilter.OptChangeHeader | gomilter.OptQuarantine | gomilter.OptChangeFrom | gomilter.OptAddRcptWithArgs |
+		gomilter.OptSetSymList
+	postfixProtocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoMailFrom | gomilter.OptNoRcptTo |
+		gomilter.OptNoBody | gomilter.OptNoHeaders | gomilter.OptNoEOH | gomilter.OptNoUnknown | gomilter.OptNoData |
+		gomilter.OptSkip | gomilter.OptRcptRej | gomilter.OptHeaderLeadingSpace |
+		gomilter.OptNoConnReply | gomilter.OptNoHeloReply | gomilter.OptNoMailReply | gomilter.OptNoRcptReply |
+		gomilter.OptNoDataReply | gomilter.OptNoUnknownReply | gomilter.OptNoHeaderReply | gomilter.OptNoEOHReply |
+		gomilter.OptNoBodyReply
+)
+
+// clients are the MTAs the tests play: Postfix, which spares the replies,
+// and an MTA that offers no such option and waits for a reply per event.
+var clients = []struct {
+	name     string
+	protocol gomilter.OptProtocol
+}{
+	{"no-reply options", postfixProtocol},
+	{"a reply per event", 0},
+}
+
+// session opens a milter session as Postfix does.
 func session(t testing.TB, addr string) *gomilter.ClientSession {
+	t.Helper()
+	return sessionWith(t, addr, postfixProtocol)
+}
+
+func sessionWith(t testing.TB, addr string, protocol gomilter.OptProtocol) *gomilter.ClientSession {
 	t.Helper()
 	c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
-		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader,
+		ActionMask: postfixActions, ProtocolMask: protocol,
 	})
 	sess, err := c.Session()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sess.Close() })
+	if want := protocol&gomilter.OptNoHeaderReply != 0; sess.ProtocolOption(gomilter.OptNoHeaderReply) != want {
+		t.Fatalf("negotiated protocol %#x: no header reply %v, want %v", sess.ProtocolOpts, !want, want)
+	}
 	return sess
 }
 
@@ -142,29 +181,31 @@ func TestMilterSigns(t *testing.T) {
 		{"aligned ed25519", signertest.AlignedEd, signertest.AlignedEd, 2},
 		{"fallback", signertest.FallbackRSA, signertest.Brand + "." + signertest.Zone, 1},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			fields := fieldsFor(tc.from)
-			mods, act := runMilter(t, session(t, addr), fields, body)
-			if act.Code != gomilter.ActAccept {
-				t.Fatalf("action %c, want accept", act.Code)
-			}
-			if len(mods) != tc.sigs {
-				t.Fatalf("%d modifications, want %d inserted signatures", len(mods), tc.sigs)
-			}
-			msg := assemble(t, mods, fields, body)
-			if !bytes.HasPrefix(msg, []byte("DKIM-Signature: v=1;")) && !bytes.HasPrefix(msg, []byte("DKIM-Signature: a=rsa-sha256;")) {
-				t.Fatalf("message does not start with the RSA signature:\n%.300s", msg)
-			}
-			vs := signertest.VerifyGo(t, f.DNS, msg)
-			if len(vs) != tc.sigs {
-				t.Fatalf("%d signatures verified, want %d", len(vs), tc.sigs)
-			}
-			for _, v := range vs {
-				if v.Err != nil || v.Domain != tc.d {
-					t.Errorf("d=%s: %v", v.Domain, v.Err)
+		for _, c := range clients {
+			t.Run(tc.name+"/"+c.name, func(t *testing.T) {
+				fields := fieldsFor(tc.from)
+				mods, act := runMilter(t, sessionWith(t, addr, c.protocol), fields, body)
+				if act.Code != gomilter.ActAccept {
+					t.Fatalf("action %c, want accept", act.Code)
 				}
-			}
-		})
+				if len(mods) != tc.sigs {
+					t.Fatalf("%d modifications, want %d inserted signatures", len(mods), tc.sigs)
+				}
+				msg := assemble(t, mods, fields, body)
+				if !bytes.HasPrefix(msg, []byte("DKIM-Signature: v=1;")) && !bytes.HasPrefix(msg, []byte("DKIM-Signature: a=rsa-sha256;")) {
+					t.Fatalf("message does not start with the RSA signature:\n%.300s", msg)
+				}
+				vs := signertest.VerifyGo(t, f.DNS, msg)
+				if len(vs) != tc.sigs {
+					t.Fatalf("%d signatures verified, want %d", len(vs), tc.sigs)
+				}
+				for _, v := range vs {
+					if v.Err != nil || v.Domain != tc.d {
+						t.Errorf("d=%s: %v", v.Domain, v.Err)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -172,7 +213,12 @@ func TestMilterPassesUnsignableMail(t *testing.T) {
 	f := signertest.New(t)
 	reg := prometheus.NewRegistry()
 	addr := startMilter(t, f, reg)
-	sess := session(t, addr)
+	for _, c := range clients {
+		t.Run(c.name, func(t *testing.T) { passesUnsignableMail(t, f, sessionWith(t, addr, c.protocol)) })
+	}
+}
+
+func passesUnsignableMail(t *testing.T, f *signertest.Fixture, sess *gomilter.ClientSession) {
 	// Several messages on one connection, as Postfix reuses it: an
 	// unsignable one must not leak its header into the next.
 	for _, tc := range []struct {
@@ -210,7 +256,8 @@ func TestMilterPassesUnsignableMail(t *testing.T) {
 // goroutines must end anyway.
 func TestVanishedConnectionReleasesTheMessage(t *testing.T) {
 	f := signertest.New(t)
-	addr := startMilter(t, f, prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	addr := startMilter(t, f, reg)
 	settle := func() int {
 		for range 5 {
 			runtime.GC()
@@ -223,7 +270,7 @@ func TestVanishedConnectionReleasesTheMessage(t *testing.T) {
 		d := &recordingDialer{}
 		c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
 			Dialer: d, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
-			ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader,
+			ActionMask: postfixActions, ProtocolMask: postfixProtocol,
 		})
 		sess, err := c.Session()
 		if err != nil {
@@ -247,10 +294,36 @@ func TestVanishedConnectionReleasesTheMessage(t *testing.T) {
 	var n int
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		if n = settle(); n <= base+2 {
-			return
+			break
 		}
 	}
-	t.Fatalf("%d goroutines after five vanished connections, %d before", n, base)
+	if n > base+2 {
+		t.Fatalf("%d goroutines after five vanished connections, %d before", n, base)
+	}
+	if got := counter(t, reg, "dkimd_sign_milter_messages_total", "aborted"); got != 5 {
+		t.Errorf("%v messages counted as aborted, want 5", got)
+	}
+}
+
+// counter is the value of a counter with one label.
+func counter(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s{%s}", name, label)
+	return 0
 }
 
 // recordingDialer keeps the connection, so that a test can drop it the
@@ -261,4 +334,48 @@ func (d *recordingDialer) Dial(network, addr string) (net.Conn, error) {
 	c, err := net.Dial(network, addr)
 	d.conn = c
 	return c, err
+}
+
+// TestCloseLetsMessagesInProgressFinish: Close stops new connections, but
+// a message that an MTA is sending finishes, signed.
+func TestCloseLetsMessagesInProgressFinish(t *testing.T) {
+	f := signertest.New(t)
+	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Listener: "milter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := milter.New(milter.Options{Signer: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(ln) }()
+	sess := session(t, ln.Addr().String())
+	fields := fieldsFor(signertest.AlignedRSA)
+	for _, fl := range fields {
+		if _, err := sess.HeaderField(fl.name, fl.value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("the listener still accepts after Close")
+	}
+	if _, err := sess.HeaderEnd(); err != nil {
+		t.Fatal(err)
+	}
+	mods, act, err := sess.BodyReadFrom(strings.NewReader("body\r\n"))
+	if err != nil || act.Code != gomilter.ActAccept || len(mods) != 1 {
+		t.Fatalf("after Close: %+v %+v %v, want one signature and accept", mods, act, err)
+	}
 }

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -32,7 +34,9 @@ func TestPostfixSignsThroughMilter(t *testing.T) {
 	requirePostfix(t)
 	signertest.RequireDkimpy(t)
 	f := signertest.New(t)
-	milterAddr := startMilter(t, f, prometheus.NewRegistry())
+	var milterLog syncBuffer
+	milterAddr := startMilterLog(t, f, prometheus.NewRegistry(),
+		slog.New(slog.NewJSONHandler(&milterLog, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	sink := startSink(t)
 	smtpdAddr := freeAddr(t)
 	snippet, err := os.ReadFile("../../deploy/postfix/main.cf.snippet")
@@ -116,6 +120,49 @@ func TestPostfixSignsThroughMilter(t *testing.T) {
 			}
 		}
 	}
+	// Postfix's milter_protocol defaults to 6, with the no-reply options:
+	// the milter must have taken them, or each header field costs Postfix
+	// a round trip.
+	conns := 0
+	for line := range strings.Lines(milterLog.String()) {
+		var rec struct {
+			Msg      string
+			Version  int
+			Protocol string
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("milter log %q: %v", line, err)
+		}
+		if rec.Msg != "milter connection" {
+			continue
+		}
+		conns++
+		t.Logf("Postfix milter connection: version %d, %s", rec.Version, rec.Protocol)
+		if rec.Version != 6 || !strings.Contains(rec.Protocol, "OptNoHeaderReply") || !strings.Contains(rec.Protocol, "OptNoBodyReply") {
+			t.Errorf("Postfix and the milter agreed on version %d, %s; want 6 with the no-reply options", rec.Version, rec.Protocol)
+		}
+	}
+	if conns == 0 {
+		t.Errorf("no milter connection logged:\n%s", milterLog.String())
+	}
+}
+
+// syncBuffer is a log destination for the milter's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 func requirePostfix(t *testing.T) {
