@@ -10,45 +10,44 @@ import (
 	"strings"
 )
 
-// readHeader reads the header block of a message from br: every line up to
-// and including the empty line that ends it. A message without a body (EOF
-// before an empty line) is all header; eoh then reports false so that the
-// caller can supply the separator the signer needs. The body is left in br.
-func readHeader(br *bufio.Reader, max int) (header []byte, eoh bool, err error) {
-	var buf bytes.Buffer
+// readHeader reads the header block of a message from br, appending it to
+// buf: every line up to and including the empty line that ends it. A message
+// without a body (EOF before an empty line) is all header; eoh then reports
+// false so that the caller can supply the separator the signer needs. The
+// body is left in br.
+func readHeader(br *bufio.Reader, buf []byte, max int) (header []byte, eoh bool, err error) {
 	for {
 		line, err := br.ReadSlice('\n')
-		if buf.Len()+len(line) > max {
+		if len(buf)+len(line) > max {
 			return nil, false, refuse(CodeHeaderTooLarge, "the header block is larger than %d bytes", max)
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
-			buf.Write(line)
+			buf = append(buf, line...)
 			continue
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, false, err
 		}
-		atLineStart := buf.Len() == 0 || buf.Bytes()[buf.Len()-1] == '\n'
-		buf.Write(line)
+		atLineStart := len(buf) == 0 || buf[len(buf)-1] == '\n'
+		buf = append(buf, line...)
 		if atLineStart && (string(line) == "\r\n" || string(line) == "\n") {
-			return buf.Bytes(), true, nil
+			return buf, true, nil
 		}
 		if err != nil { // EOF
-			return buf.Bytes(), false, nil
+			return buf, false, nil
 		}
 	}
 }
 
-// field is one header field: its name as written and its value unfolded.
-type field struct {
-	name, value string
-}
-
-// parseHeader splits a header block (ending with or without its empty line)
-// into fields. It refuses what RFC 5322 §2.2 does not allow, since a header
-// that does not parse cannot be signed in a way every verifier reads alike.
-func parseHeader(h []byte) ([]field, error) {
-	var fields []field
+// fromFields checks that a header block (ending with or without its empty
+// line) is a sequence of header fields, and returns the values of its From
+// fields, unfolded. It refuses what RFC 5322 §2.2 does not allow, since a
+// header that does not parse cannot be signed in a way every verifier reads
+// alike. Only From is kept: it is all the key choice needs, and copying
+// every field would be most of the garbage a message makes.
+func fromFields(h []byte) ([]string, error) {
+	var from []string
+	started, inFrom := false, false
 	for len(h) > 0 {
 		var line []byte
 		if i := bytes.IndexByte(h, '\n'); i >= 0 {
@@ -61,10 +60,12 @@ func parseHeader(h []byte) ([]field, error) {
 			break // the empty line that ends the header
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if len(fields) == 0 {
+			if !started {
 				return nil, refuse(CodeHeaderUnparseable, "the header block starts with a continuation line")
 			}
-			fields[len(fields)-1].value += string(line)
+			if inFrom {
+				from[len(from)-1] += string(line)
+			}
 			continue
 		}
 		name, value, ok := bytes.Cut(line, []byte(":"))
@@ -80,9 +81,13 @@ func parseHeader(h []byte) ([]field, error) {
 				return nil, refuse(CodeHeaderUnparseable, "header field name %q has a character RFC 5322 does not allow", truncate(string(name), 60))
 			}
 		}
-		fields = append(fields, field{name: string(name), value: string(value)})
+		started = true
+		inFrom = bytes.EqualFold(name, []byte("From"))
+		if inFrom {
+			from = append(from, string(value))
+		}
 	}
-	return fields, nil
+	return from, nil
 }
 
 // addressParser decodes RFC 2047 display names in any charset well enough
@@ -91,14 +96,9 @@ var addressParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
 	CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil },
 }}
 
-// fromDomain returns the domain of the single RFC 5322 From address.
-func fromDomain(fields []field) (string, error) {
-	var from []string
-	for _, f := range fields {
-		if strings.EqualFold(f.name, "From") {
-			from = append(from, f.value)
-		}
-	}
+// fromDomain returns the domain of the single RFC 5322 From address, given
+// the values of the From fields.
+func fromDomain(from []string) (string, error) {
 	switch len(from) {
 	case 0:
 		return "", refuse(CodeNoFrom, "the message has no From header field")

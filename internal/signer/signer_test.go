@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -502,5 +504,62 @@ func TestReadErrorsAreTheSourcesFault(t *testing.T) {
 	}
 	if n := metricSum(t, reg, "dkimd_sign_errors_total"); n != 0 {
 		t.Errorf("dkimd_sign_errors_total = %v, want 0: a client's failure is not dkimd's", n)
+	}
+}
+
+// TestConcurrentMessagesStayApart signs messages of many sizes (around the
+// 4 KB batches handed to go-msgauth and the 32 KB read buffer, both reused
+// from message to message) and both line-end forms from several goroutines
+// at once, between refused messages whose body is never read: every
+// signature must verify, so no message saw another's bytes.
+func TestConcurrentMessagesStayApart(t *testing.T) {
+	t.Parallel()
+	f := signertest.New(t)
+	s := newSigner(t, f, nil)
+	var msgs []string
+	for i, size := range []int{0, 1, 100, 4000, 4095, 4096, 4097, 9000, 32 << 10, 40000} {
+		from := signertest.AlignedRSA
+		if i%2 == 1 {
+			from = signertest.AlignedEd
+		}
+		var body strings.Builder
+		for n := 0; body.Len() < size; n++ {
+			fmt.Fprintf(&body, "message %d line %d of a body of %d bytes\r\n", i, n, size)
+		}
+		m := message(from, body.String())
+		msgs = append(msgs, m, toLF(m), message(signertest.Unknown, body.String()))
+	}
+	// Verified afterwards, on the test's goroutine.
+	signed := make([][]string, 4)
+	var wg sync.WaitGroup
+	for g := range signed {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range 3 {
+				for j := range msgs {
+					m := msgs[(j+g*5+round)%len(msgs)]
+					res, err := s.Sign(context.Background(), strings.NewReader(m))
+					if r, ok := signer.AsRefusal(err); ok && r.Code == signer.CodeUnknownDomain {
+						continue
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					signed[g] = append(signed[g], wireForm(res.Header()+m))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, wires := range signed {
+		for _, w := range wires {
+			for _, v := range signertest.VerifyGo(t, f.DNS, []byte(w)) {
+				if v.Err != nil {
+					t.Errorf("message of %d bytes: %v", len(w), v.Err)
+				}
+			}
+		}
 	}
 }
