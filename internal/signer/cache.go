@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,25 +59,43 @@ type cache struct {
 	mu    sync.RWMutex
 	plans map[string]*plan
 	keys  map[keyID]*signingKey
+	// names maps a From domain as written to its normalised form: IDNA
+	// mapping costs more than the rest of the key choice, and a sender
+	// writes its domain the same way in every message.
+	names map[string]string
 }
 
 func newCache(s *Signer) *cache {
-	return &cache{s: s, plans: make(map[string]*plan), keys: make(map[keyID]*signingKey)}
+	return &cache{s: s, plans: make(map[string]*plan), keys: make(map[keyID]*signingKey), names: make(map[string]string)}
 }
 
 func (c *cache) invalidate() { c.gen.Add(1) }
 
 // plan returns the decision for a From domain as written in the message.
 func (c *cache) plan(ctx context.Context, from string) (*plan, error) {
-	domain, err := domainname.Normalize(from, c.s.opts.Zone)
-	if err != nil {
-		return nil, refuse(CodeBadFrom, "the From domain %q is not a domain dkimd signs for: %v", truncate(from, 80), err)
+	c.mu.RLock()
+	domain, known := c.names[from]
+	var p *plan
+	if known {
+		p = c.plans[domain]
+	}
+	c.mu.RUnlock()
+	if !known {
+		var err error
+		domain, err = domainname.Normalize(from, c.s.opts.Zone)
+		if err != nil {
+			return nil, refuse(CodeBadFrom, "the From domain %q is not a domain dkimd signs for: %v", truncate(from, 80), err)
+		}
+		c.mu.Lock()
+		if len(c.names) >= maxPlans {
+			clear(c.names)
+		}
+		c.names[strings.Clone(from)] = domain
+		p = c.plans[domain]
+		c.mu.Unlock()
 	}
 	gen := c.gen.Load()
 	now := c.s.opts.Now()
-	c.mu.RLock()
-	p := c.plans[domain]
-	c.mu.RUnlock()
 	if p != nil && p.gen == gen && now.Sub(p.loadedAt) < c.s.opts.MaxAge {
 		return p, nil
 	}
