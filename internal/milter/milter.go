@@ -16,6 +16,7 @@ package milter
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -341,11 +342,14 @@ func splitField(field string) (name, value string) {
 	return name, strings.TrimSuffix(strings.TrimPrefix(value, " "), "\r\n")
 }
 
-// bufferedListener gives each connection a read buffer. go-milter reads a
+// bufferedListener buffers each connection both ways. go-milter reads a
 // packet's length and its body with separate reads; buffered, the MTA's
 // packets that arrived together (macros, header fields, end of header, body
 // chunks: with no replies awaited, a whole message) cost one system call
-// instead of two each.
+// instead of two each. It also writes a packet's length and its body with
+// separate writes, and the end of message's reply is several packets (the
+// inserted fields, then accept): held back until the reply is complete,
+// they cost one system call and reach the MTA in one segment.
 type bufferedListener struct{ net.Listener }
 
 func (l bufferedListener) Accept() (net.Conn, error) {
@@ -359,6 +363,51 @@ func (l bufferedListener) Accept() (net.Conn, error) {
 type bufferedConn struct {
 	net.Conn
 	r *bufio.Reader
+	w []byte // packets of a reply not sent yet
 }
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Write sends what it has been given once it ends with a whole packet that
+// is not a message modification (those are always followed by the final
+// reply). go-milter sets the write deadline before each call, so the last
+// one bounds the actual write.
+func (c *bufferedConn) Write(p []byte) (int, error) {
+	c.w = append(c.w, p...)
+	if !replyComplete(c.w) {
+		return len(p), nil
+	}
+	_, err := c.Conn.Write(c.w)
+	c.w = c.w[:0]
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// replyComplete reports whether b is whole milter packets (4-byte length,
+// code, data), the last of which ends a reply.
+func replyComplete(b []byte) bool {
+	last := byte(0)
+	for len(b) > 0 {
+		if len(b) < 5 {
+			return false
+		}
+		n := int(binary.BigEndian.Uint32(b))
+		if n < 1 || len(b)-4 < n {
+			// A malformed length is sent as it is: holding it back
+			// would stall the connection, not repair it.
+			return n < 1
+		}
+		last = b[4]
+		b = b[4+n:]
+	}
+	return !isModification(last)
+}
+
+// isModification reports whether code is a message modification (SMFIR_ADDRCPT,
+// DELRCPT, REPLBODY, ADDHEADER, CHGHEADER, INSHEADER, QUARANTINE, CHGFROM,
+// ADDRCPT_PAR), which is only sent before the end of message's final reply.
+func isModification(code byte) bool {
+	return strings.IndexByte("+-bhmiqe2", code) >= 0
+}
