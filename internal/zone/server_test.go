@@ -458,23 +458,25 @@ func TestLiveUpdate(t *testing.T) {
 		t.Fatalf("before: %v", r)
 	}
 	before := f.srv.Snapshot().Serial()
-	start := time.Now()
 	if _, _, _, err := f.svc.CreateDomain(context.Background(), "acme", "later.example", provision.DomainOptions{}, provision.Actor{Name: "test"}); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now() // committed: the second for DNS starts now
 	want := f.txtValue(t, keystore.OwnerDomain, "later.example", "selector2")
 	waitTXT(t, f.addr, name, want, start)
 	if s := f.srv.Snapshot().Serial(); s <= before {
 		t.Errorf("serial %d after %d", s, before)
 	}
-	start = time.Now()
 	if err := f.svc.DeleteDomain(context.Background(), "acme", "later.example", provision.Actor{Name: "test"}); err != nil {
 		t.Fatal(err)
 	}
+	start = time.Now()
 	waitTXT(t, f.addr, name, "", start)
 }
 
-// waitTXT polls until name answers want ("" for NXDOMAIN), failing after 1 s.
+// waitTXT polls until name answers want ("" for NXDOMAIN), failing 1 s after
+// start, the commit of the change (SPEC.md: every replica answers a change
+// within 1 second).
 func waitTXT(t *testing.T, addr, name, want string, start time.Time) {
 	t.Helper()
 	for {
@@ -580,10 +582,10 @@ func TestReplicasOnPostgres(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // let both LISTEN connections come up
 
 	name := "selector1-example-com._domainkey." + testZone + "."
-	start := time.Now()
 	if _, _, _, err := svc.CreateDomain(ctx, "acme", "example.com", provision.DomainOptions{}, actor); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now() // committed: the second for DNS starts now
 	keys, err := writer.Keys(ctx, keystore.OwnerDomain, "example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -598,10 +600,10 @@ func TestReplicasOnPostgres(t *testing.T) {
 			t.Errorf("replica serial %d, database %d", got, serial)
 		}
 	}
-	start = time.Now()
 	if err := svc.DeleteDomain(ctx, "acme", "example.com", actor); err != nil {
 		t.Fatal(err)
 	}
+	start = time.Now()
 	waitTXT(t, a.Addr(), name, "", start)
 }
 
@@ -611,10 +613,10 @@ func TestReconcileWithoutNotify(t *testing.T) {
 	store := keystoretest.Open(t, keystore.SQLite)
 	svc := provisiontest.Service(t, store, testZone, nil)
 	srv := startServer(t, store, zone.Options{Reconcile: 200 * time.Millisecond}) // no commit hook
-	start := time.Now()
 	if _, err := svc.CreateBrand(ctx, "acme", provision.Actor{Name: "test"}); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now() // committed (the brand's secret hash is slow): the second for DNS starts now
 	keys, _ := store.Keys(ctx, keystore.OwnerBrand, "acme")
 	waitTXT(t, srv.Addr(), "selector1._domainkey.acme."+testZone+".", dkimkey.TXTValue(keys[0].Algorithm, keys[0].PublicKey), start)
 }
