@@ -193,19 +193,28 @@ func (s *Server) Sync(ctx context.Context) error {
 		s.m.failed.Inc()
 		return err
 	}
-	for _, c := range changes {
+	// All removals first, then all additions: two owners whose names
+	// coincide (a domain deleted and another with the same label created in
+	// one batch) must end with the record that the store has.
+	published := make([][]Record, len(changes))
+	for i, c := range changes {
 		recs, err := s.src.OwnerZoneRecords(ctx, c.Kind, c.Owner)
 		if err != nil {
 			s.m.failed.Inc()
 			return err
 		}
-		var out []Record
 		for _, r := range recs {
 			if rec, ok := RecordOf(r, s.opts.Params.Zone); ok {
-				out = append(out, rec)
+				published[i] = append(published[i], rec)
 			}
 		}
-		if err := s.b.replace(c, out); err != nil {
+		if err := s.b.removeOwner(c); err != nil {
+			s.m.failed.Inc()
+			return err
+		}
+	}
+	for _, recs := range published {
+		if err := s.b.publish(recs); err != nil {
 			s.m.failed.Inc()
 			return err
 		}
@@ -231,12 +240,7 @@ func (s *Server) fullLoad(ctx context.Context, serial uint32) error {
 		if !ok {
 			return nil
 		}
-		if err := s.b.add(rec); err != nil {
-			return err
-		}
-		o := keystore.ZoneChange{Kind: r.Kind, Owner: r.Owner}
-		s.b.owners[o] = append(s.b.owners[o], fqdn(rec.Name))
-		return nil
+		return s.b.add(rec)
 	})
 	if err != nil {
 		s.m.failed.Inc()
@@ -733,13 +737,12 @@ func serialLess(a, b uint32) bool { return a != b && int32(b-a) > 0 }
 // each calls fn with every record of the zone except the SOA, apex first;
 // it stops when fn returns false and reports whether it went through.
 func (s *Snapshot) each(fn func(dns.RR) bool) bool {
-	apexKey := string(s.zoneWire)
-	if n := s.shards[hashName(s.zoneWire)%shardCount][apexKey]; n != nil {
-		for _, a := range n.answers {
+	emit := func(name string, n node) bool {
+		for _, a := range n.answers() {
 			if a.qtype == dns.TypeSOA {
 				continue
 			}
-			ans, _, _, err := unrender(fqdn(s.params.Zone), a.qtype, a.body)
+			ans, _, _, err := unrender(name, a.qtype, a.body)
 			if err != nil {
 				continue
 			}
@@ -749,30 +752,21 @@ func (s *Snapshot) each(fn func(dns.RR) bool) bool {
 				}
 			}
 		}
+		return true
 	}
-	for _, sh := range s.shards {
-		for key, n := range sh {
-			if key == apexKey {
-				continue
-			}
-			name, _, err := dns.UnpackDomainName([]byte(key), 0)
-			if err != nil {
-				continue
-			}
-			for _, a := range n.answers {
-				ans, _, _, err := unrender(name, a.qtype, a.body)
-				if err != nil {
-					continue
-				}
-				for _, rr := range ans {
-					if !fn(rr) {
-						return false
-					}
-				}
-			}
+	if n, ok := s.get(s.zoneWire); ok && !emit(fqdn(s.params.Zone), n) {
+		return false
+	}
+	return eachEntry(s.chunks, s.shards, func(key []byte, n node) bool {
+		if string(key) == string(s.zoneWire) {
+			return true
 		}
-	}
-	return true
+		name, _, err := dns.UnpackDomainName(key, 0)
+		if err != nil {
+			return true
+		}
+		return emit(name, n)
+	})
 }
 
 func (s *Server) updateLoop(ctx context.Context) {

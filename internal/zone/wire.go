@@ -147,10 +147,10 @@ func (s *Snapshot) respond(dst, q []byte, tcp bool) ([]byte, Disposition, Stat) 
 	}
 	body := s.negative
 	rcode := dns.RcodeSuccess
-	if n := s.get(key); n == nil {
+	if n, ok := s.get(key); !ok {
 		rcode = dns.RcodeNameError
-	} else if a := n.find(p.qtype); a != nil {
-		body = a.body
+	} else if b := n.find(p.qtype); b != nil {
+		body = b
 	}
 	st.Rcode = rcode
 	out := s.begin(dst, q, &p, rcode, true)

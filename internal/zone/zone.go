@@ -3,9 +3,11 @@
 // transfer and NOTIFY to secondaries.
 //
 // Answers come from an immutable Snapshot of pre-rendered wire-format
-// answers, so that a query is a map lookup plus copying the ID and the
-// question. A new snapshot is swapped in with atomic.Pointer; readers never
-// see one being built. The package reads the store (through the small Source
+// answers, so that a query is one hash-table probe plus copying the ID and
+// the question. Snapshots keep names and answers in large pointer-free byte
+// arenas (arena.go, index.go) that successive snapshots share. A new
+// snapshot is swapped in with atomic.Pointer; readers never see one being
+// built. The package reads the store (through the small Source
 // interface) and never writes it.
 //
 // Decisions where the RFCs leave a choice:
@@ -28,7 +30,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 	"time"
 
@@ -62,8 +63,6 @@ const (
 	NotAuth                 // outside the zone: REFUSED
 )
 
-const shardCount = 256
-
 // answer is one pre-rendered response body: the answer, authority and
 // additional counts (6 octets) followed by those sections, rendered for a
 // question of exactly this name so that its compression pointers into the
@@ -73,20 +72,17 @@ type answer struct {
 	body  []byte
 }
 
-// node is a name in the zone. An empty non-terminal has no answers.
-// answers[0] is what ANY gets (RFC 8482: one RRset).
-type node struct {
-	answers []answer
-}
-
-// Snapshot is the zone at one serial. It is never modified once published.
+// Snapshot is the zone at one serial. It is never modified once published:
+// its entries and index live in arena chunks that later builds only append
+// to (arena.go, index.go).
 type Snapshot struct {
 	serial   uint32
 	zoneWire []byte // lower-case wire form of the apex
 	params   Params
-	shards   [shardCount]map[string]*node // keyed by lower-case wire-format name
-	negative []byte                       // SOA in authority with the negative TTL, uncompressed
-	records  int                          // TXT records
+	chunks   [][]byte           // the arena as it was when the snapshot was finished
+	shards   *[shardCount]shard // the index; no pointers, so the collector skips it
+	negative []byte             // SOA in authority with the negative TTL, uncompressed
+	records  int                // TXT records
 }
 
 // Serial is the SOA serial.
@@ -107,19 +103,8 @@ func wireName(name string) ([]byte, error) {
 	return append([]byte(nil), buf[:n]...), nil
 }
 
-// hashName is FNV-1a, the shard selector.
-func hashName(b []byte) uint32 {
-	h := uint32(2166136261)
-	for _, c := range b {
-		h ^= uint32(c)
-		h *= 16777619
-	}
-	return h
-}
-
-func (s *Snapshot) get(key []byte) *node {
-	return s.shards[hashName(key)%shardCount][string(key)]
-}
+// get finds the node of a lower-case wire name.
+func (s *Snapshot) get(key []byte) (node, bool) { return lookup(s.chunks, s.shards, key) }
 
 func ttl(d time.Duration) uint32 { return uint32(d / time.Second) }
 
@@ -214,12 +199,16 @@ func (s *Snapshot) Lookup(name string, qtype uint16) (ans, ns, extra []dns.RR, r
 	if err != nil || !inZone(key, s.zoneWire) {
 		return nil, nil, nil, NotAuth
 	}
-	n := s.get(key)
-	if n == nil {
+	n, ok := s.get(key)
+	if !ok {
 		return nil, []dns.RR{s.params.negativeSOA(s.serial)}, nil, NameError
 	}
-	if a := n.find(qtype); a != nil {
-		ans, ns, extra, err := unrender(fqdn(name), a.qtype, a.body)
+	if body := n.find(qtype); body != nil {
+		rtype := qtype
+		if qtype == dns.TypeANY {
+			rtype = n.answers()[0].qtype
+		}
+		ans, ns, extra, err := unrender(fqdn(name), rtype, body)
 		if err != nil {
 			// Bodies are rendered by this package; one that does not
 			// unpack is a bug, and NotAuth is the safest thing to say.
@@ -228,21 +217,6 @@ func (s *Snapshot) Lookup(name string, qtype uint16) (ans, ns, extra []dns.RR, r
 		return ans, ns, extra, Success
 	}
 	return nil, []dns.RR{s.params.negativeSOA(s.serial)}, nil, NoData
-}
-
-func (n *node) find(qtype uint16) *answer {
-	if qtype == dns.TypeANY {
-		if len(n.answers) == 0 {
-			return nil
-		}
-		return &n.answers[0]
-	}
-	for i := range n.answers {
-		if n.answers[i].qtype == qtype {
-			return &n.answers[i]
-		}
-	}
-	return nil
 }
 
 // inZone reports whether the wire name key is the apex or below it.
@@ -284,314 +258,6 @@ func RecordOf(r keystore.ZoneRecord, zone string) (Record, bool) {
 		return Record{Name: r.Selector + "._domainkey." + r.Owner + "." + zone, Value: v}, true
 	}
 	return Record{}, false
-}
-
-// builder makes snapshots: a full one from scratch, or the next one from
-// the current by copying only the shards that change. It also keeps what a
-// reader never needs: which names each owner has and how many names lie
-// below each empty non-terminal. It is used by one goroutine at a time.
-type builder struct {
-	params   Params
-	zoneWire []byte
-	cur      *Snapshot
-
-	owners   map[keystore.ZoneChange][]string // fqdn names of each owner's records
-	children map[string]int                   // fqdn -> names with records at or below it (for ENTs)
-	apex     map[string]bool                  // names the apex records own (NS glue): never removed
-
-	next  *Snapshot
-	owned [shardCount]bool
-
-	// The TXT records an incremental build removed and added: the delta
-	// that IXFR sends.
-	removed, added []txtRecord
-}
-
-// txtRecord is a TXT record as its owner name and rendered body.
-type txtRecord struct {
-	name string // fqdn
-	body []byte
-}
-
-func newBuilder(p Params) (*builder, error) {
-	zw, err := wireName(p.Zone)
-	if err != nil {
-		return nil, err
-	}
-	return &builder{params: p, zoneWire: zw}, nil
-}
-
-// begin starts the next snapshot. full drops every record.
-func (b *builder) begin(serial uint32, full bool) error {
-	next := &Snapshot{serial: serial, zoneWire: b.zoneWire, params: b.params}
-	b.owned = [shardCount]bool{}
-	if full || b.cur == nil {
-		for i := range next.shards {
-			next.shards[i] = map[string]*node{}
-			b.owned[i] = true
-		}
-		b.owners = map[keystore.ZoneChange][]string{}
-		b.children = map[string]int{}
-		b.apex = map[string]bool{}
-	} else {
-		next.shards = b.cur.shards
-		next.records = b.cur.records
-	}
-	b.next = next
-	b.removed, b.added = nil, nil
-	var err error
-	if next.negative, err = render(fqdn(b.params.Zone), dns.TypeSOA, false, nil,
-		[]dns.RR{b.params.negativeSOA(serial)}, nil); err != nil {
-		return err
-	}
-	return b.putApex()
-}
-
-func (b *builder) shard(key []byte) map[string]*node {
-	i := hashName(key) % shardCount
-	if !b.owned[i] {
-		m := make(map[string]*node, len(b.next.shards[i])+1)
-		for k, v := range b.next.shards[i] {
-			m[k] = v
-		}
-		b.next.shards[i] = m
-		b.owned[i] = true
-	}
-	return b.next.shards[i]
-}
-
-func (b *builder) set(name string, n *node) error {
-	key, err := wireName(name)
-	if err != nil {
-		return err
-	}
-	if n == nil {
-		delete(b.shard(key), string(key))
-	} else {
-		b.shard(key)[string(key)] = n
-	}
-	return nil
-}
-
-func (b *builder) lookupNode(name string) *node {
-	key, err := wireName(name)
-	if err != nil {
-		return nil
-	}
-	return b.next.get(key)
-}
-
-// putApex renders SOA and NS at the apex (the serial changes every time)
-// and the glue addresses of in-zone name servers.
-func (b *builder) putApex() error {
-	p := b.params
-	z := fqdn(p.Zone)
-	soa := p.soa(b.next.serial)
-	var nsRRs, glue []dns.RR
-	for _, name := range p.NS {
-		nsRRs = append(nsRRs, &dns.NS{Hdr: dns.RR_Header{Name: z, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: ttl(p.TTL)}, Ns: fqdn(name)})
-	}
-	glueNames := make([]string, 0, len(p.NSAddrs))
-	for name := range p.NSAddrs {
-		glueNames = append(glueNames, name)
-	}
-	sort.Strings(glueNames)
-	for _, name := range glueNames {
-		var as, aaaas []dns.RR
-		for _, a := range p.NSAddrs[name] {
-			hdr := dns.RR_Header{Name: fqdn(name), Class: dns.ClassINET, Ttl: ttl(p.TTL)}
-			if a.Is4() {
-				hdr.Rrtype = dns.TypeA
-				as = append(as, &dns.A{Hdr: hdr, A: a.AsSlice()})
-			} else {
-				hdr.Rrtype = dns.TypeAAAA
-				aaaas = append(aaaas, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
-			}
-		}
-		glue = append(glue, as...)
-		glue = append(glue, aaaas...)
-		n := &node{}
-		for _, set := range [][]dns.RR{as, aaaas} {
-			if len(set) == 0 {
-				continue
-			}
-			body, err := render(fqdn(name), set[0].Header().Rrtype, true, set, nil, nil)
-			if err != nil {
-				return err
-			}
-			n.answers = append(n.answers, answer{set[0].Header().Rrtype, body})
-		}
-		if !b.apex[fqdn(name)] {
-			b.apex[fqdn(name)] = true
-			if err := b.addAncestors(fqdn(name)); err != nil {
-				return err
-			}
-		}
-		if err := b.set(name, n); err != nil {
-			return err
-		}
-	}
-	apex := &node{}
-	for _, a := range []struct {
-		qtype      uint16
-		ans, extra []dns.RR
-	}{
-		{dns.TypeSOA, []dns.RR{soa}, nil},
-		{dns.TypeNS, nsRRs, glue},
-	} {
-		if len(a.ans) == 0 {
-			continue
-		}
-		body, err := render(z, a.qtype, true, a.ans, nil, a.extra)
-		if err != nil {
-			return err
-		}
-		apex.answers = append(apex.answers, answer{a.qtype, body})
-	}
-	// _domainkey.<zone> is where every domain key lives: always an empty
-	// non-terminal, also in an empty zone.
-	if n := b.lookupNode("_domainkey." + z); n == nil {
-		if err := b.set("_domainkey."+z, &node{}); err != nil {
-			return err
-		}
-	}
-	return b.set(z, apex)
-}
-
-// addAncestors counts a new name under each of its ancestors below the
-// apex, creating empty non-terminals where no node exists yet.
-func (b *builder) addAncestors(name string) error {
-	z := fqdn(b.params.Zone)
-	for p := parent(name); p != z && p != ""; p = parent(p) {
-		b.children[p]++
-		if b.children[p] == 1 && b.lookupNode(p) == nil {
-			if err := b.set(p, &node{}); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// removeAncestors undoes addAncestors, deleting empty non-terminals that no
-// longer have anything below them.
-func (b *builder) removeAncestors(name string) error {
-	z := fqdn(b.params.Zone)
-	for p := parent(name); p != z && p != ""; p = parent(p) {
-		b.children[p]--
-		if b.children[p] > 0 {
-			continue
-		}
-		delete(b.children, p)
-		if n := b.lookupNode(p); n != nil && len(n.answers) == 0 && p != "_domainkey."+z {
-			if err := b.set(p, nil); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func parent(name string) string {
-	_, rest, ok := strings.Cut(name, ".")
-	if !ok || rest == "" {
-		return ""
-	}
-	return rest
-}
-
-// replace sets the records of one owner, removing those it had before.
-func (b *builder) replace(owner keystore.ZoneChange, recs []Record) error {
-	for _, name := range b.owners[owner] {
-		if n := b.lookupNode(name); n != nil && len(n.answers) > 0 {
-			b.next.records--
-			if a := n.find(dns.TypeTXT); a != nil {
-				b.removed = append(b.removed, txtRecord{name, a.body})
-			}
-		}
-		if err := b.removeAncestors(name); err != nil {
-			return err
-		}
-		if b.children[name] > 0 || b.apex[name] {
-			// Something still lives below (or the apex owns it): keep the name.
-			if err := b.set(name, &node{}); err != nil {
-				return err
-			}
-		} else if err := b.set(name, nil); err != nil {
-			return err
-		}
-	}
-	delete(b.owners, owner)
-	names := make([]string, 0, len(recs))
-	for _, r := range recs {
-		if err := b.add(r); err != nil {
-			return err
-		}
-		names = append(names, fqdn(r.Name))
-		if n := b.lookupNode(r.Name); n != nil && len(n.answers) > 0 {
-			b.added = append(b.added, txtRecord{fqdn(r.Name), n.answers[0].body})
-		}
-	}
-	if len(names) > 0 {
-		b.owners[owner] = names
-	}
-	return nil
-}
-
-// add publishes one TXT record. A name holds one record: the store's
-// primary key guarantees that a selector has one key.
-func (b *builder) add(r Record) error {
-	name := fqdn(r.Name)
-	key, err := wireName(name)
-	if err != nil {
-		return err
-	}
-	if !inZone(key, b.zoneWire) || string(key) == string(b.zoneWire) {
-		return fmt.Errorf("zone: record %s is not below %s", r.Name, b.params.Zone)
-	}
-	body, err := renderTXT(ttl(b.params.TTL), dkimkey.SplitTXT(r.Value))
-	if err != nil {
-		return fmt.Errorf("zone: record %s: %w", r.Name, err)
-	}
-	if old := b.next.get(key); old == nil || len(old.answers) == 0 {
-		b.next.records++
-	}
-	if err := b.addAncestors(name); err != nil {
-		return err
-	}
-	// The node and its one answer in one allocation, on one cache line: a
-	// lookup in a large zone touches the key, this line and the body.
-	na := &struct {
-		n node
-		a [1]answer
-	}{a: [1]answer{{dns.TypeTXT, body}}}
-	na.n.answers = na.a[:]
-	b.shard(key)[string(key)] = &na.n
-	return nil
-}
-
-// finish returns the built snapshot, which becomes the current one.
-func (b *builder) finish() *Snapshot {
-	s := b.next
-	b.cur, b.next = s, nil
-	return s
-}
-
-// Build makes a snapshot from a list of records, for tests and tools.
-func Build(p Params, serial uint32, recs []Record) (*Snapshot, error) {
-	b, err := newBuilder(p)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.begin(serial, true); err != nil {
-		return nil, err
-	}
-	for _, r := range recs {
-		if err := b.add(r); err != nil {
-			return nil, err
-		}
-	}
-	return b.finish(), nil
 }
 
 func ownerKey(kind, owner string) keystore.ZoneChange {

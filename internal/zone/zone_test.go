@@ -1,12 +1,19 @@
 package zone
 
 import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"dkimd/internal/keystore"
+	"dkimd/internal/provision"
 )
 
 var testParams = Params{
@@ -143,5 +150,138 @@ func TestIncrementalReplace(t *testing.T) {
 	}
 	if ans, _, _, _ := s2.Lookup("oxcloud.zone.", dns.TypeSOA); ans[0].(*dns.SOA).Serial != 2 {
 		t.Errorf("serial %v", ans[0])
+	}
+}
+
+// TestIncrementalModel drives the builder through random changes of many
+// owners, with compaction made frequent, and checks every snapshot against
+// a plain map of what the zone should hold. Each snapshot must also stay as
+// it was while later ones are built on the same arena.
+func TestIncrementalModel(t *testing.T) {
+	b, err := newBuilder(testParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.compactAt = 256 << 10
+	rng := rand.New(rand.NewPCG(1, 2))
+	const owners = 1000
+	value := func(owner, serial int, sel string) string {
+		return fmt.Sprintf("v=DKIM1; k=rsa; p=%s%d%s", strings.Repeat("Q", rng.IntN(400)), serial, sel)
+	}
+	type snapshotWant struct {
+		s    *Snapshot
+		want map[string]string
+	}
+	want := map[string]string{}
+	var history []snapshotWant
+	compactions := 0
+	for serial := uint32(1); serial <= 30; serial++ {
+		arenaBefore := b.arena
+		if err := b.begin(serial, serial == 1); err != nil {
+			t.Fatal(err)
+		}
+		if serial > 1 && b.arena != arenaBefore {
+			compactions++
+		}
+		changes := 1 + rng.IntN(200)
+		if serial == 1 {
+			changes = owners
+		}
+		type change struct {
+			owner keystore.ZoneChange
+			recs  []Record
+		}
+		var batch []change
+		// A batch names each owner once, as the change journal does.
+		for _, i := range rng.Perm(owners)[:changes] {
+			var o keystore.ZoneChange
+			var names []string
+			if i%10 == 0 {
+				o = ownerKey("brand", fmt.Sprintf("brand%d", i))
+			} else {
+				o = ownerKey("domain", fmt.Sprintf("d%d.example.com", i))
+			}
+			names = ownerNames(o, testParams.Zone)
+			for _, n := range names {
+				delete(want, n)
+			}
+			var recs []Record
+			switch k := rng.IntN(4); {
+			case k == 0: // deleted
+			case k == 1 && o.Kind == keystore.OwnerDomain: // with Ed25519
+				for _, n := range names {
+					recs = append(recs, Record{Name: strings.TrimSuffix(n, "."), Value: value(i, int(serial), n)})
+				}
+			default:
+				for _, n := range names[:2] {
+					recs = append(recs, Record{Name: strings.TrimSuffix(n, "."), Value: value(i, int(serial), n)})
+				}
+			}
+			for _, r := range recs {
+				want[fqdn(r.Name)] = r.Value
+			}
+			batch = append(batch, change{o, recs})
+		}
+		for _, c := range batch {
+			if err := b.removeOwner(c.owner); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range batch {
+			if err := b.publish(c.recs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s := b.finish()
+		history = append(history, snapshotWant{s, maps.Clone(want)})
+		for _, h := range []snapshotWant{history[len(history)-1], history[rng.IntN(len(history))]} {
+			checkModel(t, h.s, h.want)
+		}
+	}
+	if compactions == 0 {
+		t.Error("no incremental build compacted the arena")
+	}
+	for _, h := range history[:len(history)/2] {
+		checkModel(t, h.s, h.want)
+	}
+}
+
+// checkModel compares a snapshot with the records it should hold: each one
+// answers its value, and a full walk finds those and nothing else.
+func checkModel(t *testing.T, s *Snapshot, want map[string]string) {
+	t.Helper()
+	if s.Records() != len(want) {
+		t.Fatalf("serial %d: %d records, want %d", s.Serial(), s.Records(), len(want))
+	}
+	for name, v := range want {
+		ans, _, _, res := s.Lookup(name, dns.TypeTXT)
+		if res != Success || len(ans) != 1 || strings.Join(ans[0].(*dns.TXT).Txt, "") != v {
+			t.Fatalf("serial %d: %s = %v (%d), want %q", s.Serial(), name, ans, res, v)
+		}
+	}
+	seen := 0
+	s.each(func(rr dns.RR) bool {
+		if txt, ok := rr.(*dns.TXT); ok {
+			seen++
+			if want[txt.Hdr.Name] != strings.Join(txt.Txt, "") {
+				t.Errorf("serial %d: walk found %s, not in the model", s.Serial(), txt.Hdr.Name)
+			}
+		}
+		return true
+	})
+	if seen != len(want) {
+		t.Fatalf("serial %d: walk found %d TXT records, want %d", s.Serial(), seen, len(want))
+	}
+	// Names that were never published, and ENTs of brands that are gone.
+	if _, _, _, res := s.Lookup("selector1-nope-example-com._domainkey.oxcloud.zone.", dns.TypeTXT); res != NameError {
+		t.Fatalf("serial %d: missing name gave %d", s.Serial(), res)
+	}
+}
+
+// The selectors the builder derives names from are the ones provisioning
+// creates.
+func TestSelectorsMatchProvisioning(t *testing.T) {
+	if !slices.Equal(selectors, []string{provision.Selector1, provision.Selector2, provision.Selector1Ed25519, provision.Selector2Ed25519}) {
+		t.Fatalf("zone selectors %v differ from provisioning's", selectors)
 	}
 }
