@@ -326,6 +326,12 @@ func TestKeepWarmFollowsChanges(t *testing.T) {
 	if d, _ := signer.OutagePlan(keysOnly, added); d != "" {
 		t.Fatalf("a maildomain reached the directory before its refresh: d=%s", d)
 	}
+	// The zone server picks the key up from the store in the background:
+	// it must have it before the store goes away, or nothing verifies.
+	waitFor("the zone to publish the new key", func() bool {
+		_, err := f.DNS.LookupTXT(provision.Selector1Ed25519 + "._domainkey." + acme)
+		return err == nil
+	})
 
 	// And they sign, and verify, with the store away.
 	cancel()
