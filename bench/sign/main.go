@@ -41,6 +41,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"dkimd/internal/keystore"
+	"dkimd/internal/milter/miltertest"
 	"dkimd/internal/provision"
 	"dkimd/internal/sealbox"
 	"dkimd/internal/signer"
@@ -455,22 +456,6 @@ func httpWorker(url string, msg []byte) func() (func() error, func()) {
 	}
 }
 
-// What Postfix 3.x offers a milter (milter_protocol = 6, the default), so
-// that each milter, dkimd and OpenDKIM alike, takes what it asks for: the
-// stages it can skip, the replies it can spare (SMFIP_NR_*), the header
-// value's leading space.
-const (
-	postfixActions = gomilter.OptAddHeader | gomilter.OptChangeBody | gomilter.OptAddRcpt | gomilter.OptRemoveRcpt |
-		gomilter.OptChangeHeader | gomilter.OptQuarantine | gomilter.OptChangeFrom | gomilter.OptAddRcptWithArgs |
-		gomilter.OptSetSymList
-	postfixProtocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoMailFrom | gomilter.OptNoRcptTo |
-		gomilter.OptNoBody | gomilter.OptNoHeaders | gomilter.OptNoEOH | gomilter.OptNoUnknown | gomilter.OptNoData |
-		gomilter.OptSkip | gomilter.OptRcptRej | gomilter.OptHeaderLeadingSpace |
-		gomilter.OptNoConnReply | gomilter.OptNoHeloReply | gomilter.OptNoMailReply | gomilter.OptNoRcptReply |
-		gomilter.OptNoDataReply | gomilter.OptNoUnknownReply | gomilter.OptNoHeaderReply | gomilter.OptNoEOHReply |
-		gomilter.OptNoBodyReply
-)
-
 // milterWorker drives one message per call through a milter session, the
 // way Postfix does for each message: connect info, envelope, header fields,
 // body in chunks, end; it checks that a DKIM-Signature was inserted. The
@@ -486,7 +471,7 @@ func milterWorker(addr string, msg []byte, full bool) func() (func() error, func
 	return func() (func() error, func()) {
 		client := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
 			ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
-			ActionMask: postfixActions, ProtocolMask: postfixProtocol,
+			ActionMask: miltertest.PostfixActions, ProtocolMask: miltertest.PostfixProtocol,
 		})
 		var sess *gomilter.ClientSession
 		closeSess := func() {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"dkimd/internal/milter"
+	"dkimd/internal/milter/miltertest"
 	"dkimd/internal/signer"
 	"dkimd/internal/signer/signertest"
 )
@@ -30,6 +31,22 @@ func startMilterTB(t testing.TB, f *signertest.Fixture, reg *prometheus.Registry
 
 func startMilterLog(t testing.TB, f *signertest.Fixture, reg *prometheus.Registry, log *slog.Logger) string {
 	t.Helper()
+	m, ln, done := serveMilter(t, f, reg, log)
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// serveMilter starts a milter on a loopback port; closing it is the
+// caller's, and done gives what Serve returned.
+func serveMilter(t testing.TB, f *signertest.Fixture, reg *prometheus.Registry, log *slog.Logger) (*milter.Server, net.Listener, <-chan error) {
+	t.Helper()
 	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Registerer: reg, Listener: "milter"})
 	if err != nil {
 		t.Fatal(err)
@@ -44,15 +61,7 @@ func startMilterLog(t testing.TB, f *signertest.Fixture, reg *prometheus.Registr
 	}
 	done := make(chan error, 1)
 	go func() { done <- m.Serve(ln) }()
-	t.Cleanup(func() {
-		if err := m.Close(); err != nil {
-			t.Error(err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String()
+	return m, ln, done
 }
 
 type field struct{ name, value string }
@@ -84,42 +93,27 @@ func runMilter(t *testing.T, sess *gomilter.ClientSession, fields []field, body 
 	return mods, act
 }
 
-// What Postfix 3.x offers a milter (milter_protocol = 6, the default):
-// every stage can be skipped, and every reply but the end of message's
-// spared (the SMFIP_NR_* flags).
-const (
-	postfixActions = gomilter.OptAddHeader | gomilter.OptChangeBody | gomilter.OptAddRcpt | gomilter.OptRemoveRcpt |
-		gomilter.OptChangeHeader | gomilter.OptQuarantine | gomilter.OptChangeFrom | gomilter.OptAddRcptWithArgs |
-		gomilter.OptSetSymList
-	postfixProtocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoMailFrom | gomilter.OptNoRcptTo |
-		gomilter.OptNoBody | gomilter.OptNoHeaders | gomilter.OptNoEOH | gomilter.OptNoUnknown | gomilter.OptNoData |
-		gomilter.OptSkip | gomilter.OptRcptRej | gomilter.OptHeaderLeadingSpace |
-		gomilter.OptNoConnReply | gomilter.OptNoHeloReply | gomilter.OptNoMailReply | gomilter.OptNoRcptReply |
-		gomilter.OptNoDataReply | gomilter.OptNoUnknownReply | gomilter.OptNoHeaderReply | gomilter.OptNoEOHReply |
-		gomilter.OptNoBodyReply
-)
-
 // clients are the MTAs the tests play: Postfix, which spares the replies,
 // and an MTA that offers no such option and waits for a reply per event.
 var clients = []struct {
 	name     string
 	protocol gomilter.OptProtocol
 }{
-	{"no-reply options", postfixProtocol},
+	{"no-reply options", miltertest.PostfixProtocol},
 	{"a reply per event", 0},
 }
 
 // session opens a milter session as Postfix does.
 func session(t testing.TB, addr string) *gomilter.ClientSession {
 	t.Helper()
-	return sessionWith(t, addr, postfixProtocol)
+	return sessionWith(t, addr, miltertest.PostfixProtocol)
 }
 
 func sessionWith(t testing.TB, addr string, protocol gomilter.OptProtocol) *gomilter.ClientSession {
 	t.Helper()
 	c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
-		ActionMask: postfixActions, ProtocolMask: protocol,
+		ActionMask: miltertest.PostfixActions, ProtocolMask: protocol,
 	})
 	sess, err := c.Session()
 	if err != nil {
@@ -270,7 +264,7 @@ func TestVanishedConnectionReleasesTheMessage(t *testing.T) {
 		d := &recordingDialer{}
 		c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
 			Dialer: d, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
-			ActionMask: postfixActions, ProtocolMask: postfixProtocol,
+			ActionMask: miltertest.PostfixActions, ProtocolMask: miltertest.PostfixProtocol,
 		})
 		sess, err := c.Session()
 		if err != nil {
@@ -339,21 +333,7 @@ func (d *recordingDialer) Dial(network, addr string) (net.Conn, error) {
 // TestCloseLetsMessagesInProgressFinish: Close stops new connections, but
 // a message that an MTA is sending finishes, signed.
 func TestCloseLetsMessagesInProgressFinish(t *testing.T) {
-	f := signertest.New(t)
-	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Listener: "milter"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := milter.New(milter.Options{Signer: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- m.Serve(ln) }()
+	m, ln, done := serveMilter(t, signertest.New(t), prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	sess := session(t, ln.Addr().String())
 	fields := fieldsFor(signertest.AlignedRSA)
 	for _, fl := range fields {

@@ -13,6 +13,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/milter/miltertest"
 	"dkimd/internal/signer/signertest"
 )
 
@@ -159,13 +160,13 @@ func TestMilterNegotiation(t *testing.T) {
 		wantVersion  uint32
 		wantProtocol gomilter.OptProtocol
 	}{
-		{"postfix", 6, postfixProtocol, 6, skipped | gomilter.OptNoUnknown | gomilter.OptNoData | noReplies},
+		{"postfix", 6, miltertest.PostfixProtocol, 6, skipped | gomilter.OptNoUnknown | gomilter.OptNoData | noReplies},
 		{"version 6 without no-reply options", 6, 0x37f, 6, skipped | gomilter.OptNoUnknown | gomilter.OptNoData},
 		{"version 2", 2, 0x7f, 2, skipped},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := dialMTA(t, addr)
-			version, actions, protocol := m.negotiate(tc.version, postfixActions, tc.protocol)
+			version, actions, protocol := m.negotiate(tc.version, miltertest.PostfixActions, tc.protocol)
 			if version != tc.wantVersion || actions != gomilter.OptAddHeader || protocol != tc.wantProtocol {
 				t.Fatalf("milter answered version %d, actions %#x, protocol %#x; want %d, %#x, %#x",
 					version, actions, protocol, tc.wantVersion, gomilter.OptAddHeader, tc.wantProtocol)
