@@ -45,6 +45,7 @@ import (
 	"dkimd/internal/provision"
 	"dkimd/internal/sealbox"
 	"dkimd/internal/signer"
+	"dkimd/internal/signer/signertest"
 )
 
 const (
@@ -176,21 +177,6 @@ func must(err error) {
 	if err != nil {
 		log.Fatal(err)
 	}
-}
-
-// message builds a realistic message of about size bytes from domain.
-func message(domain string, size int) []byte {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "Received: from client.example (client.example [192.0.2.1])\r\n\tby mx.%s with ESMTPSA id 4A1B2C\r\n", domain)
-	fmt.Fprintf(&b, "From: Alice Example <alice@%s>\r\nTo: Bob <bob@example.net>\r\nSubject: benchmark message\r\n", domain)
-	fmt.Fprintf(&b, "Date: Sun, 29 Nov 2026 06:00:00 +0000\r\nMessage-ID: <bench.1@%s>\r\nMIME-Version: 1.0\r\n", domain)
-	b.WriteString("Content-Type: text/plain; charset=utf-8\r\nList-Unsubscribe: <https://example.net/u/1>\r\n")
-	b.WriteString("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n")
-	line := "The quick brown fox jumps over the lazy dog, 0123456789 times over.\r\n"
-	for b.Len() < size {
-		b.WriteString(line)
-	}
-	return b.Bytes()
 }
 
 // milterFields splits a message into header fields and body, as an MTA
@@ -325,7 +311,7 @@ func main() {
 			name, domain string
 			ceiling      float64
 		}{{"rsa", rsaDom, rawRSA.cpuRate()}, {"rsa+ed25519", edDom, rawDual}} {
-			msg := message(alg.domain, size)
+			msg := signertest.Message(alg.domain, size)
 			label := fmt.Sprintf("%dKB %s", size>>10, alg.name)
 			var odRate float64
 			if alg.name == "rsa" && od.addr != "" && strings.Contains("milter", *only) {
