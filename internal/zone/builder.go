@@ -27,7 +27,9 @@ type builder struct {
 	arena *arena
 	// garbage counts the arena's bytes that the current snapshot no longer
 	// reaches (replaced entries and tables); beyond compactAt, and half the
-	// arena, the next incremental build starts from a compacted copy.
+	// arena, the next incremental build starts from a compacted copy. The
+	// floor is small: a small zone compacts cheaply, and every build leaves
+	// some garbage (the apex's SOA changes each time).
 	garbage   int64
 	compactAt int64
 
@@ -53,7 +55,7 @@ func newBuilder(p Params) (*builder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &builder{params: p, zoneWire: zw, compactAt: 64 << 20}, nil
+	return &builder{params: p, zoneWire: zw, compactAt: 4 << 20}, nil
 }
 
 // begin starts the next snapshot. full drops every record.

@@ -285,3 +285,31 @@ func TestSelectorsMatchProvisioning(t *testing.T) {
 		t.Fatalf("zone selectors %v differ from provisioning's", selectors)
 	}
 }
+
+// A small zone that changes all the time keeps a small arena: every build
+// leaves garbage (at least the apex with its new serial), and compaction
+// must reclaim it.
+func TestArenaStaysBoundedUnderChurn(t *testing.T) {
+	b, err := newBuilder(testParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme := ownerKey("brand", "acme")
+	for serial := uint32(1); serial <= 10000; serial++ {
+		if err := b.begin(serial, serial == 1); err != nil {
+			t.Fatal(err)
+		}
+		v := fmt.Sprintf("v=DKIM1; k=rsa; p=%0400d", serial)
+		if err := b.replace(acme, []Record{{Name: "selector1._domainkey.acme.oxcloud.zone", Value: v}}); err != nil {
+			t.Fatal(err)
+		}
+		b.finish()
+	}
+	if size := b.arena.size; size > 8<<20 { // 11.5 MB without compaction
+		t.Fatalf("arena of %d bytes for a zone of one record", size)
+	}
+	ans, _, _, res := b.cur.Lookup("selector1._domainkey.acme.oxcloud.zone.", dns.TypeTXT)
+	if res != Success || !strings.HasSuffix(strings.Join(ans[0].(*dns.TXT).Txt, ""), "10000") {
+		t.Fatalf("after the churn: %v %d", ans, res)
+	}
+}
