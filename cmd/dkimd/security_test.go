@@ -16,45 +16,27 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"dkimd/internal/keystore"
+	"dkimd/internal/logtest"
 	"dkimd/internal/provision"
 	"dkimd/internal/sealbox"
 )
 
-// lockedBuffer collects serve's log lines while it writes them.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // securityServer is a `dkimd serve` with API, DNS, sign and ops listeners.
 type securityServer struct {
 	api, dns, sign, ops string
-	logs                *lockedBuffer
+	logs                *logtest.Buffer
 	seen                bytes.Buffer // every response body and header the test received
 }
 
 func startFullServe(t *testing.T, c cliEnv) *securityServer {
 	t.Helper()
-	s := &securityServer{api: freeAddr(t), sign: freeAddr(t), ops: freeAddr(t), logs: &lockedBuffer{}}
+	s := &securityServer{api: freeAddr(t), sign: freeAddr(t), ops: freeAddr(t), logs: &logtest.Buffer{}}
 	// A UDP+TCP port for DNS: take a free TCP port and hope UDP is free too,
 	// which on loopback it practically always is.
 	s.dns = freeAddr(t)

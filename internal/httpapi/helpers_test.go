@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"dkimd/internal/keystore"
+	"dkimd/internal/logtest"
 	"dkimd/internal/provision"
 	"dkimd/internal/provision/provisiontest"
 )
@@ -47,24 +48,6 @@ func (c *clock) advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// lockedBuffer collects log output written from handler goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // env is a Server on a real store with a brand or two.
 type env struct {
 	t       *testing.T
@@ -72,7 +55,7 @@ type env struct {
 	svc     *provision.Service
 	srv     *Server
 	clock   *clock
-	logs    *lockedBuffer
+	logs    *logtest.Buffer
 	reg     *prometheus.Registry
 	secrets map[string]string
 }
@@ -83,7 +66,7 @@ func newEnv(t *testing.T, store keystore.Store, opts ...envOption) *env {
 	t.Helper()
 	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)} // nanoseconds: the store keeps microseconds
 	svc := provisiontest.Service(t, store, testZone, c.now)
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/logtest"
 	"dkimd/internal/signer/signertest"
 )
 
@@ -34,7 +35,7 @@ func TestPostfixSignsThroughMilter(t *testing.T) {
 	requirePostfix(t)
 	signertest.RequireDkimpy(t)
 	f := signertest.New(t)
-	var milterLog syncBuffer
+	var milterLog logtest.Buffer
 	milterAddr := startMilterLog(t, f, prometheus.NewRegistry(),
 		slog.New(slog.NewJSONHandler(&milterLog, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	sink := startSink(t)
@@ -145,24 +146,6 @@ func TestPostfixSignsThroughMilter(t *testing.T) {
 	if conns == 0 {
 		t.Errorf("no milter connection logged:\n%s", milterLog.String())
 	}
-}
-
-// syncBuffer is a log destination for the milter's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func requirePostfix(t *testing.T) {
