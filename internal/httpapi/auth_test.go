@@ -70,7 +70,7 @@ func TestCredentialCache(t *testing.T) {
 		wantStatus(t, e.do(e.as("acme", "GET", list)), 404)
 	})
 	t.Run("expired", func(t *testing.T) {
-		e.clock.advance(61 * time.Second)
+		e.clock.Add(61 * time.Second)
 		wantError(t, e.do(e.as("acme", "GET", list)), 401, "UNAUTHORIZED", "")
 	})
 	t.Run("wrong secret never cached", func(t *testing.T) {
@@ -120,7 +120,7 @@ func TestThrottle(t *testing.T) {
 		wantStatus(t, e.do(good), 404)
 	})
 	t.Run("lockout ends", func(t *testing.T) {
-		e.clock.advance(61 * time.Second)
+		e.clock.Add(61 * time.Second)
 		wantError(t, e.do(bad("acme", "192.0.2.1:1000")), 401, "UNAUTHORIZED", "")
 		r := e.as("other", "GET", dkimPath+"/other")
 		r.remote = "192.0.2.1:1000"

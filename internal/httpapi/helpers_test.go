@@ -11,12 +11,12 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/clocktest"
 	"dkimd/internal/keystore"
 	"dkimd/internal/logtest"
 	"dkimd/internal/provision"
@@ -30,31 +30,13 @@ const (
 
 var actorForTest = provision.Actor{Name: "test"}
 
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // env is a Server on a real store with a brand or two.
 type env struct {
 	t       *testing.T
 	store   keystore.Store
 	svc     *provision.Service
 	srv     *Server
-	clock   *clock
+	clock   *clocktest.Clock
 	logs    *logtest.Buffer
 	reg     *prometheus.Registry
 	secrets map[string]string
@@ -64,8 +46,8 @@ type envOption func(*Options)
 
 func newEnv(t *testing.T, store keystore.Store, opts ...envOption) *env {
 	t.Helper()
-	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)} // nanoseconds: the store keeps microseconds
-	svc := provisiontest.Service(t, store, testZone, c.now)
+	c := clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)) // nanoseconds: the store keeps microseconds
+	svc := provisiontest.Service(t, store, testZone, c.Now)
 	logs := &logtest.Buffer{}
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg)
@@ -73,7 +55,7 @@ func newEnv(t *testing.T, store keystore.Store, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	o := Options{
-		Store: store, Service: svc, OperatorToken: testOperator, Now: c.now, Metrics: m,
+		Store: store, Service: svc, OperatorToken: testOperator, Now: c.Now, Metrics: m,
 		Log: slog.New(slog.NewJSONHandler(logs, nil)),
 	}
 	for _, f := range opts {

@@ -165,7 +165,7 @@ func TestRotationEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	checker.Timeout = 200 * time.Millisecond
-	rot, err := rotation.New(store, e.svc, checker, rotation.Config{}, e.clock.now, nil, prometheus.NewRegistry())
+	rot, err := rotation.New(store, e.svc, checker, rotation.Config{}, e.clock.Now, nil, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,12 +3,12 @@ package rotation_test
 import (
 	"context"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/clocktest"
 	"dkimd/internal/keystore"
 	"dkimd/internal/keystore/keystoretest"
 	"dkimd/internal/provision"
@@ -25,27 +25,9 @@ var (
 	start    = time.Date(2027, 1, 4, 9, 0, 0, 0, time.UTC)
 )
 
-// clock is the fake clock every part of a test shares.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type env struct {
 	store *keystore.SQL
-	clk   *clock
+	clk   *clocktest.Clock
 	prov  *provision.Service
 	dns   *publicDNS
 	rot   *rotation.Service
@@ -81,7 +63,7 @@ func fastSQLite(t testing.TB) *keystore.SQL {
 // service, a fake public DNS driven by customer, and the rotation service.
 func newEnv(t testing.TB, dialect string, cfg rotation.Config, customer func(domain, selector string, t time.Time) cnameMode) *env {
 	t.Helper()
-	e := &env{clk: &clock{t: start}, reg: prometheus.NewRegistry()}
+	e := &env{clk: clocktest.New(start), reg: prometheus.NewRegistry()}
 	if dialect == "" {
 		e.store = fastSQLite(t)
 	} else {
