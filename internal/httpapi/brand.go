@@ -273,22 +273,13 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	d, _, err := s.ownDomain(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	rot := s.rotator()
-	if rot == nil {
-		s.fail(w, r, errRotationOff)
+	d, rot, ok := s.rotationTarget(w, r)
+	if !ok {
 		return
 	}
 	d, keys, err := rot.RequestRotation(r.Context(), d.Brand, d.Name, emergency, s.actor(r))
-	if errors.Is(err, keystore.ErrNotFound) {
-		err = errDomainNotFound
-	}
 	if err != nil {
-		s.fail(w, r, err)
+		s.failRotation(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, s.entry(d, keys))
@@ -310,25 +301,41 @@ type selectorCheck struct {
 }
 
 func (s *Server) checkDNS(w http.ResponseWriter, r *http.Request) {
+	d, rot, ok := s.rotationTarget(w, r)
+	if !ok {
+		return
+	}
+	rep, err := rot.CheckDNS(r.Context(), d.Brand, d.Name)
+	if err != nil {
+		s.failRotation(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toDNSReport(rep))
+}
+
+// rotationTarget is the caller's domain of the path and the rotation
+// service; when either is missing it fails the request and says false.
+func (s *Server) rotationTarget(w http.ResponseWriter, r *http.Request) (keystore.Domain, Rotator, bool) {
 	d, _, err := s.ownDomain(r)
 	if err != nil {
 		s.fail(w, r, err)
-		return
+		return keystore.Domain{}, nil, false
 	}
 	rot := s.rotator()
 	if rot == nil {
 		s.fail(w, r, errRotationOff)
-		return
+		return keystore.Domain{}, nil, false
 	}
-	rep, err := rot.CheckDNS(r.Context(), d.Brand, d.Name)
+	return d, rot, true
+}
+
+// failRotation answers an error of the rotation service; a domain that
+// went away meanwhile is the API's 404.
+func (s *Server) failRotation(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, keystore.ErrNotFound) {
 		err = errDomainNotFound
 	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toDNSReport(rep))
+	s.fail(w, r, err)
 }
 
 func toDNSReport(rep rotation.DNSReport) dnsReport {
