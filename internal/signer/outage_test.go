@@ -89,12 +89,8 @@ func TestOutageDirectorySignsUnresolvedDomains(t *testing.T) {
 	// Nobody's, or two brands': the directory cannot vouch for them.
 	wantStoreError(t, s, signertest.Unknown)
 	wantStoreError(t, s, signertest.SharedDomain)
-	if n := metricSum(t, reg, "dkimd_sign_outage_fallback_total"); n != 4 {
-		t.Errorf("dkimd_sign_outage_fallback_total = %v, want 4", n)
-	}
-	if n := metricSum(t, reg, "dkimd_sign_stale_plans_total"); n != 0 {
-		t.Errorf("dkimd_sign_stale_plans_total = %v, want 0", n)
-	}
+	wantMetric(t, reg, "dkimd_sign_outage_fallback_total", 4, "")
+	wantMetric(t, reg, "dkimd_sign_stale_plans_total", 0, "")
 }
 
 // TestOutageWithoutDirectory: a signer that has not loaded its directory
@@ -165,18 +161,14 @@ func TestOutageDirectoryPostgres(t *testing.T) {
 		t.Fatalf("store away: mode %s d=%s, want fallback d=%s.%s", res.Mode, res.Domain, signertest.Brand, signertest.Zone)
 	}
 	wantStoreError(t, s, signertest.Unknown)
-	if n := metricSum(t, reg, "dkimd_sign_outage_fallback_total"); n != 1 {
-		t.Errorf("dkimd_sign_outage_fallback_total = %v, want 1", n)
-	}
+	wantMetric(t, reg, "dkimd_sign_outage_fallback_total", 1, "")
 
 	proxy.setDown(false)
 	res = signVerified(t, s, dns, late)
 	if res.Mode != signer.ModeAligned || res.Domain != late {
 		t.Fatalf("store back: mode %s d=%s, want aligned d=%s", res.Mode, res.Domain, late)
 	}
-	if n := metricSum(t, reg, "dkimd_sign_outage_fallback_total"); n != 1 {
-		t.Errorf("dkimd_sign_outage_fallback_total = %v after the store came back, want 1", n)
-	}
+	wantMetric(t, reg, "dkimd_sign_outage_fallback_total", 1, "after the store came back")
 }
 
 // switchProxy forwards TCP connections to a backend until it is set down:

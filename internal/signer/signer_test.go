@@ -384,9 +384,7 @@ func TestKeyChangesReachTheSigner(t *testing.T) {
 	if got := sign().Selectors(); got[0] != provision.Selector2 {
 		t.Fatalf("signed with %v with the store closed", got)
 	}
-	if n := metricSum(t, reg, "dkimd_sign_stale_plans_total"); n != 1 {
-		t.Errorf("dkimd_sign_stale_plans_total = %v, want 1", n)
-	}
+	wantMetric(t, reg, "dkimd_sign_stale_plans_total", 1, "")
 	_, err = s.Sign(ctx, strings.NewReader(message(signertest.AlignedEd, "x\r\n")))
 	if err == nil || errors.As(err, new(*signer.Refusal)) {
 		t.Fatalf("uncached domain with the store closed: %v, want a store error", err)
@@ -450,6 +448,18 @@ func TestLargeBodyStreams(t *testing.T) {
 }
 
 // metricSum adds up every series of a counter in reg.
+// wantMetric fails the test unless the counters named name sum to want;
+// note says why that value, where it is not obvious.
+func wantMetric(t *testing.T, reg *prometheus.Registry, name string, want float64, note string) {
+	t.Helper()
+	if n := metricSum(t, reg, name); n != want {
+		if note != "" {
+			note = " (" + note + ")"
+		}
+		t.Errorf("%s = %v, want %v%s", name, n, want, note)
+	}
+}
+
 func metricSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -499,12 +509,8 @@ func TestReadErrorsAreTheSourcesFault(t *testing.T) {
 			}
 		})
 	}
-	if n := metricSum(t, reg, "dkimd_sign_read_errors_total"); n != 2 {
-		t.Errorf("dkimd_sign_read_errors_total = %v, want 2", n)
-	}
-	if n := metricSum(t, reg, "dkimd_sign_errors_total"); n != 0 {
-		t.Errorf("dkimd_sign_errors_total = %v, want 0: a client's failure is not dkimd's", n)
-	}
+	wantMetric(t, reg, "dkimd_sign_read_errors_total", 2, "")
+	wantMetric(t, reg, "dkimd_sign_errors_total", 0, "a client's failure is not dkimd's")
 }
 
 // TestConcurrentMessagesStayApart signs messages of many sizes (around the
