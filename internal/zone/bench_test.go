@@ -124,7 +124,7 @@ func BenchmarkCompact(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, r := range benchRecords(n) {
-		if err := bld.add(r); err != nil {
+		if _, err := bld.add(r); err != nil {
 			b.Fatal(err)
 		}
 	}

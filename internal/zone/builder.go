@@ -475,14 +475,11 @@ func (b *builder) publish(recs []Record) error {
 		if err := b.unpublish(name); err != nil {
 			return err
 		}
-		if err := b.add(r); err != nil {
+		body, err := b.add(r)
+		if err != nil {
 			return err
 		}
-		if n, ok := b.lookupNode(name); ok {
-			if body := n.find(dns.TypeTXT); body != nil {
-				b.added = append(b.added, txtRecord{name, bytes.Clone(body)})
-			}
-		}
+		b.added = append(b.added, txtRecord{name, body})
 	}
 	return nil
 }
@@ -495,28 +492,30 @@ func (b *builder) replace(owner keystore.ZoneChange, recs []Record) error {
 	return b.publish(recs)
 }
 
-// add publishes one TXT record. A name holds one record: the store's
-// primary key guarantees that a selector has one key.
-func (b *builder) add(r Record) error {
+// add publishes one TXT record and returns its rendered answer (what IXFR
+// sends). A name holds one record: the store's primary key guarantees that
+// a selector has one key.
+func (b *builder) add(r Record) ([]byte, error) {
 	name := fqdn(r.Name)
 	key, err := wireName(name)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !inZone(key, b.zoneWire) || string(key) == string(b.zoneWire) {
-		return fmt.Errorf("zone: record %s is not below %s", r.Name, b.params.Zone)
+		return nil, fmt.Errorf("zone: record %s is not below %s", r.Name, b.params.Zone)
 	}
 	body, err := renderTXT(ttl(b.params.TTL), dkimkey.SplitTXT(r.Value))
 	if err != nil {
-		return fmt.Errorf("zone: record %s: %w", r.Name, err)
+		return nil, fmt.Errorf("zone: record %s: %w", r.Name, err)
 	}
 	if old, ok := b.get(key); !ok || old.count() == 0 {
 		b.next.records++
 	}
 	if err := b.addAncestors(name); err != nil {
-		return err
+		return nil, err
 	}
-	return b.put(key, []answer{{dns.TypeTXT, body}})
+	// put copies body into the arena: the caller may keep it.
+	return body, b.put(key, []answer{{dns.TypeTXT, body}})
 }
 
 // finish returns the built snapshot, which becomes the current one.
@@ -537,7 +536,7 @@ func Build(p Params, serial uint32, recs []Record) (*Snapshot, error) {
 		return nil, err
 	}
 	for _, r := range recs {
-		if err := b.add(r); err != nil {
+		if _, err := b.add(r); err != nil {
 			return nil, err
 		}
 	}

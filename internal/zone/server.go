@@ -240,7 +240,8 @@ func (s *Server) fullLoad(ctx context.Context, serial uint32) error {
 		if !ok {
 			return nil
 		}
-		return s.b.add(rec)
+		_, err := s.b.add(rec)
+		return err
 	})
 	if err != nil {
 		s.m.failed.Inc()
