@@ -62,6 +62,7 @@ var (
 	cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	only        = flag.String("only", "", "run only the paths whose name contains this (e.g. milter)")
 	sessions    = flag.Int("milter-sessions", 16, "concurrent milter sessions of the second milter comparison")
+	sizesFlag   = flag.String("sizes", "2,100", "message sizes in KB, comma-separated")
 )
 
 // result is one measurement.
@@ -121,53 +122,90 @@ func procCPU(pid int) time.Duration {
 // 0, is the process whose CPU time is the cost. Each worker gets its own
 // state from newWorker.
 func run(name string, workers, serverPID int, newWorker func() (op func() error, done func())) result {
-	return runFor(*duration, name, workers, serverPID, newWorker)
+	p := startPool(name, workers, newWorker)
+	r := result{name: name}
+	p.timed(*duration, serverPID, &r)
+	p.close(&r)
+	return r
 }
 
-// runFor is run for a given time.
-func runFor(d time.Duration, name string, workers, serverPID int, newWorker func() (op func() error, done func())) result {
-	var ops, fails atomic.Int64
-	var mu sync.Mutex
-	var lat []time.Duration
-	var server0 time.Duration
-	if serverPID != 0 {
-		server0 = procCPU(serverPID)
-	}
-	self0 := selfCPU()
-	start := time.Now()
-	stop := start.Add(d)
-	var wg sync.WaitGroup
+// pool is a set of workers that keep their state (connections, sessions)
+// across the slices of a measurement and sit idle between them.
+type pool struct {
+	name   string
+	starts []chan time.Time // one per worker: run until this time
+	slice  sync.WaitGroup   // workers still in the current slice
+	exited sync.WaitGroup
+	ops    atomic.Int64
+	fails  atomic.Int64
+	mu     sync.Mutex
+	lat    []time.Duration
+}
+
+func startPool(name string, workers int, newWorker func() (op func() error, done func())) *pool {
+	p := &pool{name: name}
 	for range workers {
 		op, done := newWorker()
-		wg.Add(1)
+		start := make(chan time.Time)
+		p.starts = append(p.starts, start)
+		p.exited.Add(1)
 		go func() {
-			defer wg.Done()
+			defer p.exited.Done()
 			if done != nil {
 				defer done()
 			}
 			local := make([]time.Duration, 0, 4096)
-			for time.Now().Before(stop) {
-				t0 := time.Now()
-				if err := op(); err != nil {
-					if fails.Add(1) == 1 {
-						log.Printf("%s: %v", name, err)
+			for stop := range start {
+				for time.Now().Before(stop) {
+					t0 := time.Now()
+					if err := op(); err != nil {
+						if p.fails.Add(1) == 1 {
+							log.Printf("%s: %v", name, err)
+						}
+						continue
 					}
-					continue
+					local = append(local, time.Since(t0))
+					p.ops.Add(1)
 				}
-				local = append(local, time.Since(t0))
-				ops.Add(1)
+				p.slice.Done()
 			}
-			mu.Lock()
-			lat = append(lat, local...)
-			mu.Unlock()
+			p.mu.Lock()
+			p.lat = append(p.lat, local...)
+			p.mu.Unlock()
 		}()
 	}
-	wg.Wait()
-	r := result{name: name, ops: int(ops.Load()), elapsed: time.Since(start), self: selfCPU() - self0, lat: lat, failures: int(fails.Load())}
+	return p
+}
+
+// timed runs every worker for d and adds what they did, and what it cost,
+// to r.
+func (p *pool) timed(d time.Duration, serverPID int, r *result) {
+	var server0 time.Duration
 	if serverPID != 0 {
-		r.server = procCPU(serverPID) - server0
+		server0 = procCPU(serverPID)
 	}
-	return r
+	self0, ops0, start := selfCPU(), p.ops.Load(), time.Now()
+	stop := start.Add(d)
+	p.slice.Add(len(p.starts))
+	for _, s := range p.starts {
+		s <- stop
+	}
+	p.slice.Wait()
+	r.elapsed += time.Since(start)
+	r.self += selfCPU() - self0
+	r.ops += int(p.ops.Load() - ops0)
+	if serverPID != 0 {
+		r.server += procCPU(serverPID) - server0
+	}
+}
+
+// close stops the workers and hands their latencies and failures to r.
+func (p *pool) close(r *result) {
+	for _, s := range p.starts {
+		close(s)
+	}
+	p.exited.Wait()
+	r.lat, r.failures = p.lat, int(p.fails.Load())
 }
 
 func (r result) pct(p float64) time.Duration {
@@ -304,22 +342,38 @@ func main() {
 	fmt.Printf("%-40s %8.0f/s %12.0f/s\n%-40s %8.0f/s %12.0f/s\n%-40s %10s %12.0f/s\n\n", rawRSA.name, rawRSA.rate(), rawRSA.cpuRate(),
 		rawEd.name, rawEd.rate(), rawEd.cpuRate(), "raw RSA-2048 + Ed25519 (dual signature)", "", rawDual)
 
-	// What a process gets done per second of its own CPU time drifts by
-	// ±10% within minutes on a shared VM, so one ceiling measured at the
-	// start would make rows late in the run look better or worse than they
-	// are. Every row is compared with the mean of two short bare-crypto runs,
-	// one just before it and one just after.
-	ceiling := func(dual bool) float64 {
-		c := runFor(*duration/2, "bare RSA", *concurrency, 0, bareRSA).cpuRate()
-		if dual {
-			c = 1 / (1/c + 1/runFor(*duration/4, "bare Ed25519", *concurrency, 0, bareEd).cpuRate())
-		}
-		return c
-	}
+	// What a process gets done per second of its own CPU time drifts here
+	// by ±10% within seconds (a shared VM), so a ceiling measured apart from
+	// a row, even just before and after it, moves that row's ratio by as
+	// much. Each row is therefore cut into slices of sliceLen, and bare
+	// crypto runs between them and at both ends: drift falls on the row and
+	// on its ceiling alike.
+	const sliceLen = 500 * time.Millisecond
 	measure := func(dual bool, name string, workers, pid int, w func() (func() error, func())) (result, float64) {
-		before := ceiling(dual)
-		r := run(name, workers, pid, w)
-		return r, (before + ceiling(dual)) / 2
+		row := startPool(name, workers, w)
+		bareR := startPool("bare RSA", *concurrency, bareRSA)
+		bareE := startPool("bare Ed25519", *concurrency, bareEd)
+		var r, cr, ce result
+		r.name = name
+		bare := func() {
+			bareR.timed(sliceLen/2, 0, &cr)
+			if dual {
+				bareE.timed(sliceLen/4, 0, &ce)
+			}
+		}
+		bare()
+		for range max(2, int(*duration/sliceLen)) {
+			row.timed(sliceLen, pid, &r)
+			bare()
+		}
+		row.close(&r)
+		bareR.close(&cr)
+		bareE.close(&ce)
+		c := cr.cpuRate()
+		if dual {
+			c = 1 / (1/c + 1/ce.cpuRate())
+		}
+		return r, c
 	}
 
 	d := startDkimd(dir)
@@ -330,9 +384,9 @@ func main() {
 
 	fmt.Println("per CPU-s: messages per CPU-second of the server process (dkimd serve, opendkim), or of")
 	fmt.Println("this process for the library; crypto: the bare-crypto ceiling per CPU-second measured")
-	fmt.Println("around that row (vs crypto divides by it); +client: per CPU-s with the client's CPU added.")
+	fmt.Println("in slices interleaved with that row's (vs crypto divides by it); +client: per CPU-s with the client's CPU added.")
 	fmt.Printf("%-34s %9s %9s %9s %11s %10s %11s %11s %11s\n", "path / message / keys", "rate", "p50", "p99", "per CPU-s", "vs crypto", "crypto", "vs OpenDKIM", "+client")
-	for _, size := range []int{2 << 10, 100 << 10} {
+	for _, size := range messageSizes(*sizesFlag) {
 		for _, alg := range []struct {
 			name, domain string
 			dual         bool
@@ -373,6 +427,19 @@ func main() {
 			}
 		}
 	}
+}
+
+// messageSizes parses -sizes: kilobyte counts, comma-separated.
+func messageSizes(list string) []int {
+	var sizes []int
+	for _, f := range strings.Split(list, ",") {
+		kb, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || kb <= 0 {
+			log.Fatalf("-sizes: %q is not a size in KB", f)
+		}
+		sizes = append(sizes, kb<<10)
+	}
+	return sizes
 }
 
 func printRow(r result, ceiling, opendkim float64) {
@@ -437,6 +504,9 @@ func startDkimd(dir string) server {
 		"--api-addr", fmt.Sprintf("127.0.0.1:%d", freePort()), "--dns-addr", "", "--ops-addr", "",
 		"--sign-addr", signAddr, "--milter-addr", milterAddr, "--key-pool-size", "0", "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if v := os.Getenv("XSERVER_ENV"); v != "" {
+		cmd.Env = append(os.Environ(), strings.Fields(v)...)
+	}
 	must(cmd.Start())
 	stop := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
