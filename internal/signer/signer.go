@@ -350,10 +350,16 @@ func (s *Signer) Begin(ctx context.Context, header []byte) (*Message, error) {
 
 // signOptions is the one place that builds dkim.SignOptions.
 func signOptions(domain string, k *signingKey) *dkim.SignOptions {
+	return SignOptions(domain, k.selector, k.signer)
+}
+
+// SignOptions is the go-msgauth configuration of every signature the signer
+// makes. It is exported for bench/sign, which times go-msgauth alone with it.
+func SignOptions(domain, selector string, key crypto.Signer) *dkim.SignOptions {
 	return &dkim.SignOptions{
 		Domain:   domain,
-		Selector: k.selector,
-		Signer:   k.signer,
+		Selector: selector,
+		Signer:   key,
 		Hash:     crypto.SHA256,
 		// Relaxed/relaxed survives the re-folding and whitespace changes
 		// of relays; go-msgauth's zero value would be simple/simple.
