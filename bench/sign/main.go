@@ -64,6 +64,7 @@ var (
 	only        = flag.String("only", "", "run only the paths whose name contains this (e.g. milter)")
 	sessions    = flag.Int("milter-sessions", 16, "concurrent milter sessions of the second milter comparison")
 	sizesFlag   = flag.String("sizes", "2,100", "message sizes in KB, comma-separated")
+	serverEnv   = flag.String("server-env", "", "extra environment of dkimd serve, e.g. \"GOMAXPROCS=1 GOGC=200\"")
 )
 
 // result is one measurement.
@@ -553,8 +554,8 @@ func startDkimd(dir string) server {
 		"--api-addr", fmt.Sprintf("127.0.0.1:%d", freePort()), "--dns-addr", "", "--ops-addr", "",
 		"--sign-addr", signAddr, "--milter-addr", milterAddr, "--key-pool-size", "0", "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if v := os.Getenv("XSERVER_ENV"); v != "" {
-		cmd.Env = append(os.Environ(), strings.Fields(v)...)
+	if *serverEnv != "" {
+		cmd.Env = append(os.Environ(), strings.Fields(*serverEnv)...)
 	}
 	must(cmd.Start())
 	stop := func() {
