@@ -379,7 +379,13 @@ func (b *builder) addAncestors(name string) error {
 	z := fqdn(b.params.Zone)
 	for p := parent(name); p != z && p != ""; p = parent(p) {
 		b.children[p]++
-		if _, ok := b.lookupNode(p); b.children[p] == 1 && !ok {
+		if b.children[p] > 1 {
+			// Already there. At a full load every record but the first
+			// shares _domainkey: looking it up again for each was most
+			// of this function's cost.
+			continue
+		}
+		if _, ok := b.lookupNode(p); !ok {
 			if err := b.set(p, nil); err != nil {
 				return err
 			}
