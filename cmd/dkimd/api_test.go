@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -36,7 +35,7 @@ func (c cliEnv) run(cmd, verb string, args ...string) (stdout, stderr string, er
 	c.t.Helper()
 	var out, errOut bytes.Buffer
 	args = append([]string{cmd, verb, "--data-dir", c.dataDir}, args...)
-	err = run(c.t.Context(), args, func(string) string { return "" }, &out, &errOut)
+	err = run(c.t.Context(), args, noEnv, &out, &errOut)
 	return out.String(), errOut.String(), err
 }
 
@@ -98,27 +97,12 @@ func freeAddr(t *testing.T) string {
 func startServe(t *testing.T, c cliEnv, extra ...string) (addr string) {
 	t.Helper()
 	addr = freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	args := append([]string{"serve", "--data-dir", c.dataDir, "--api-addr", addr, "--dns-addr", "", "--sign-addr", "",
 		"--milter-addr", "", "--ops-addr", ""}, extra...)
-	go func() { done <- run(ctx, args, func(string) string { return "" }, io.Discard, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	})
+	serve := runServe(t, args, noEnv, io.Discard)
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		select {
-		case err := <-done:
+		if ended, err := serve.ended(); ended {
 			t.Fatalf("serve ended: %v", err)
-		default:
 		}
 		if conn, err := net.Dial("tcp", addr); err == nil {
 			conn.Close()

@@ -19,12 +19,7 @@ import (
 // the load with a lock on the keys table, taken in Postgres, then lets it go.
 func TestReadyzWhileZoneLoads(t *testing.T) {
 	url := keystoretest.PostgresURL(t)
-	env := func(k string) string {
-		if k == "DKIMD_DATABASE_URL" {
-			return url
-		}
-		return ""
-	}
+	env := postgresEnv(url)
 	dataDir := t.TempDir()
 	if err := run(context.Background(), []string{"migrate", "--data-dir", dataDir}, env, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
@@ -45,21 +40,9 @@ func TestReadyzWhileZoneLoads(t *testing.T) {
 	}
 
 	ops := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--data-dir", dataDir, "--ops-addr", ops, "--api-addr", freeAddr(t),
-			"--dns-addr", freeAddr(t), "--sign-addr", "", "--milter-addr", "", "--resolver", "127.0.0.1:9",
-			"--key-pool-size", "0"}, env, io.Discard, io.Discard)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	})
+	serve := runServe(t, []string{"serve", "--data-dir", dataDir, "--ops-addr", ops, "--api-addr", freeAddr(t),
+		"--dns-addr", freeAddr(t), "--sign-addr", "", "--milter-addr", "", "--resolver", "127.0.0.1:9",
+		"--key-pool-size", "0"}, env, io.Discard)
 
 	type check struct {
 		Name string `json:"name"`
@@ -90,10 +73,8 @@ func TestReadyzWhileZoneLoads(t *testing.T) {
 	// long as it waits.
 	var seen int
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && seen < 5; time.Sleep(100 * time.Millisecond) {
-		select {
-		case err := <-done:
+		if ended, err := serve.ended(); ended {
 			t.Fatalf("serve ended during the load: %v", err)
-		default:
 		}
 		status, checks := readyz()
 		if status == 0 {

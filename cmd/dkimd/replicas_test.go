@@ -26,12 +26,7 @@ func TestTwoReplicasOnPostgres(t *testing.T) {
 		t.Skip("dig not installed (bind9-dnsutils)")
 	}
 	url := keystoretest.PostgresURL(t)
-	env := func(k string) string {
-		if k == "DKIMD_DATABASE_URL" {
-			return url
-		}
-		return ""
-	}
+	env := postgresEnv(url)
 	// Both replicas share the KEK, as a deployment's replicas do.
 	dataDir := t.TempDir()
 	cli := func(args ...string) string {
@@ -48,21 +43,11 @@ func TestTwoReplicasOnPostgres(t *testing.T) {
 	type replica struct{ api, dns string }
 	start := func() replica {
 		r := replica{api: freeAddr(t), dns: freeAddr(t)}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
 		args := []string{"serve", "--data-dir", dataDir, "--api-addr", r.api, "--dns-addr", r.dns,
 			"--sign-addr", "", "--milter-addr", "", "--ops-addr", "", "--resolver", "127.0.0.1:9", "--key-pool-size", "0",
 			// A reconcile this slow cannot be what delivers the change.
 			"--reconcile-interval", "1h"}
-		go func() { done <- run(ctx, args, env, io.Discard, io.Discard) }()
-		t.Cleanup(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				t.Error("serve did not stop")
-			}
-		})
+		runServe(t, args, env, io.Discard)
 		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 			if resp, err := http.Get("http://" + r.api + "/openapi.json"); err == nil {
 				resp.Body.Close()

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,27 +39,15 @@ func startFullServe(t *testing.T, c cliEnv) *securityServer {
 	// A UDP+TCP port for DNS: take a free TCP port and hope UDP is free too,
 	// which on loopback it practically always is.
 	s.dns = freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	args := []string{"serve", "--data-dir", c.dataDir, "--api-addr", s.api, "--dns-addr", s.dns, "--sign-addr", s.sign,
 		"--milter-addr", "", "--ops-addr", s.ops, "--resolver", "127.0.0.1:9", "--key-pool-size", "0", "--log-level", "debug"}
-	go func() { done <- run(ctx, args, func(string) string { return "" }, io.Discard, s.logs) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	})
+	serve := runServe(t, args, noEnv, s.logs)
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("serve never became ready; log:\n%s", s.logs.String())
 		}
-		select {
-		case err := <-done:
+		if ended, err := serve.ended(); ended {
 			t.Fatalf("serve ended: %v\n%s", err, s.logs.String())
-		default:
 		}
 		resp, err := http.Get("http://" + s.ops + "/readyz")
 		if err == nil {
