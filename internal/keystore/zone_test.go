@@ -1,6 +1,7 @@
 package keystore_test
 
 import (
+	"bytes"
 	"context"
 	"reflect"
 	"sort"
@@ -52,7 +53,11 @@ func TestZoneRecords(t *testing.T) {
 		}
 
 		var all []keystore.ZoneRecord
-		if err := s.ZoneRecords(ctx, func(r keystore.ZoneRecord) error { all = append(all, r); return nil }); err != nil {
+		if err := s.ZoneRecords(ctx, func(r keystore.ZoneRecord) error {
+			r.PublicKey = bytes.Clone(r.PublicKey) // valid only until fn returns
+			all = append(all, r)
+			return nil
+		}); err != nil {
 			t.Fatal(err)
 		}
 		sort.Slice(all, func(i, j int) bool {
@@ -75,8 +80,11 @@ func TestZoneRecords(t *testing.T) {
 		for i, w := range want {
 			r := all[i]
 			if r.Kind != w.kind || r.Owner != w.owner || r.Label != w.label || r.Selector != w.selector || r.State != w.state ||
-				(len(r.PublicKey) == 0) != w.emptyKey || r.Algorithm == "" {
+				(len(r.PublicKey) == 0) != w.emptyKey || r.Algorithm != "rsa" {
 				t.Errorf("record %d = %+v, want %+v", i, r, w)
+			}
+			if !w.emptyKey && string(r.PublicKey) != "pub-"+w.selector {
+				t.Errorf("record %d has public key %q, want %q", i, r.PublicKey, "pub-"+w.selector)
 			}
 		}
 
