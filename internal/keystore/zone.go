@@ -45,7 +45,8 @@ func scanZoneRecord(row interface{ Scan(...any) error }) (ZoneRecord, error) {
 // ZoneRecords streams every published key to fn, without holding them all
 // in memory at once. Read Serial before calling it: the records are then at
 // least as new as that serial, and a change that lands meanwhile carries a
-// higher serial that the caller will apply again.
+// higher serial that the caller will apply again. fn must not keep
+// r.PublicKey after it returns (SQL.ZoneRecords on Postgres reuses it).
 func (r reader) ZoneRecords(ctx context.Context, fn func(ZoneRecord) error) error {
 	rows, err := r.q.QueryContext(ctx, zoneRecordQuery)
 	if err != nil {

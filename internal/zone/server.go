@@ -25,6 +25,8 @@ import (
 // Source is what the zone reads from the store.
 type Source interface {
 	Serial(ctx context.Context) (uint32, error)
+	// ZoneRecords streams every record; a record's PublicKey is valid
+	// only until fn returns (the Postgres store reuses its read buffer).
 	ZoneRecords(ctx context.Context, fn func(keystore.ZoneRecord) error) error
 	OwnerZoneRecords(ctx context.Context, kind keystore.OwnerKind, owner string) ([]keystore.ZoneRecord, error)
 	ZoneChangesSince(ctx context.Context, after, upTo uint32) ([]keystore.ZoneChange, error)
