@@ -191,17 +191,18 @@ func (b *builder) slot(key []byte, h uint64) (*shard, uint32, bool) {
 }
 
 // put writes the entry of name key with these answers (none: an empty
-// non-terminal) and points the index at it.
-func (b *builder) put(key []byte, answers []answer) error {
+// non-terminal) and points the index at it. It returns the entry it
+// replaced, nil if the name is new.
+func (b *builder) put(key []byte, answers []answer) (replaced node, err error) {
 	size := 2 + len(key)
 	for _, a := range answers {
 		if len(a.body) > 0xFFFF {
-			return fmt.Errorf("zone: answer of %d octets is too large", len(a.body))
+			return nil, fmt.Errorf("zone: answer of %d octets is too large", len(a.body))
 		}
 		size += 4 + len(a.body)
 	}
 	if len(answers) > 0xFF || len(key) > 255 {
-		return fmt.Errorf("zone: %d answers for one name", len(answers))
+		return nil, fmt.Errorf("zone: %d answers for one name", len(answers))
 	}
 	r, e := b.arena.alloc(size, 1)
 	e[0] = byte(len(key))
@@ -223,12 +224,14 @@ func (b *builder) put(key []byte, answers []answer) error {
 	sh, i, found := b.slot(key, h)
 	table := at(b.arena.chunks, sh.table)
 	if found {
-		b.garbage += int64(entrySize(at(b.arena.chunks, slotRef(binary.LittleEndian.Uint64(table[8*i:])))))
+		e := at(b.arena.chunks, slotRef(binary.LittleEndian.Uint64(table[8*i:])))
+		b.garbage += int64(entrySize(e))
+		replaced = node(e[1+e[0]:])
 	} else {
 		sh.count++
 	}
 	binary.LittleEndian.PutUint64(table[8*i:], slotValue(tagOf(h), r))
-	return nil
+	return replaced, nil
 }
 
 // remove takes name key out of the index, shifting the entries after it
@@ -272,7 +275,8 @@ func (b *builder) set(name string, answers []answer) error {
 	if err != nil {
 		return err
 	}
-	return b.put(key, answers)
+	_, err = b.put(key, answers)
+	return err
 }
 
 func (b *builder) del(name string) error {
@@ -514,14 +518,15 @@ func (b *builder) add(r Record) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zone: record %s: %w", r.Name, err)
 	}
-	if old, ok := b.get(key); !ok || old.count() == 0 {
-		b.next.records++
-	}
-	if err := b.addAncestors(name); err != nil {
+	// put copies body into the arena: the caller may keep it.
+	old, err := b.put(key, []answer{{dns.TypeTXT, body}})
+	if err != nil {
 		return nil, err
 	}
-	// put copies body into the arena: the caller may keep it.
-	return body, b.put(key, []answer{{dns.TypeTXT, body}})
+	if old == nil || old.count() == 0 {
+		b.next.records++
+	}
+	return body, b.addAncestors(name)
 }
 
 // finish returns the built snapshot, which becomes the current one.
