@@ -138,6 +138,21 @@ func pgxZoneRecords(ctx context.Context, c *pgx.Conn, fn func(ZoneRecord) error)
 	return nil
 }
 
+// ZoneRecordEstimate is about how many records ZoneRecords will stream, for
+// sizing: on Postgres the planner's row count of keys (kept by ANALYZE and
+// autovacuum; 0 before the first), on SQLite an exact count.
+func (s *SQL) ZoneRecordEstimate(ctx context.Context) (int, error) {
+	q := `SELECT COUNT(*) FROM keys`
+	if s.dialect == Postgres {
+		q = `SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = 'keys'::regclass`
+	}
+	var n int64
+	if err := s.db.QueryRowContext(ctx, q).Scan(&n); err != nil {
+		return 0, fmt.Errorf("keystore: zone size: %w", classify(err))
+	}
+	return int(n), nil
+}
+
 // OwnerZoneRecords is the published keys of one owner, ordered by selector;
 // none when the owner no longer exists.
 func (r reader) OwnerZoneRecords(ctx context.Context, kind OwnerKind, owner string) ([]ZoneRecord, error) {

@@ -2,6 +2,7 @@ package zone
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"unsafe"
 )
@@ -57,5 +58,47 @@ func TestArenaGrowth(t *testing.T) {
 	r, buf := b.alloc(3*firstChunk, 1)
 	if len(buf) != 3*firstChunk || r.chunk() != 0 {
 		t.Fatalf("large first alloc: ref %x len %d", r, len(buf))
+	}
+}
+
+// TestPresize: a full load sized by presize places every name without
+// growing a table, and every name is found.
+func TestPresize(t *testing.T) {
+	const n = 50000
+	b, err := newBuilder(testParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.begin(1, true); err != nil {
+		t.Fatal(err)
+	}
+	b.presize(n)
+	sized := b.next.shards[0].slots()
+	if sized <= minSlots {
+		t.Fatalf("presize(%d) left shard 0 at %d slots", n, sized)
+	}
+	name := func(i int) string { return fmt.Sprintf("selector1-d%06d-example-com._domainkey.oxcloud.zone", i) }
+	for i := range n {
+		if _, err := b.add(Record{Name: name(i), Value: "v=DKIM1; k=rsa; p=AAAA"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap := b.finish()
+	for i := range snap.shards {
+		if got := snap.shards[i].slots(); got != sized {
+			t.Fatalf("shard %d has %d slots, presized to %d: it had to grow", i, got, sized)
+		}
+	}
+	if snap.Records() != n {
+		t.Fatalf("%d records, want %d", snap.Records(), n)
+	}
+	for i := 0; i < n; i += 997 {
+		key, err := wireName(name(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := lookup(snap.chunks, snap.shards, key); !ok {
+			t.Fatalf("%s not found", name(i))
+		}
 	}
 }

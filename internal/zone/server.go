@@ -22,6 +22,12 @@ import (
 	"dkimd/internal/keystore"
 )
 
+// recordEstimator is a Source that can say cheaply about how many records a
+// full load will bring, so that the builder sizes its tables once.
+type recordEstimator interface {
+	ZoneRecordEstimate(ctx context.Context) (int, error)
+}
+
 // Source is what the zone reads from the store.
 type Source interface {
 	Serial(ctx context.Context) (uint32, error)
@@ -236,6 +242,17 @@ func (s *Server) fullLoad(ctx context.Context, serial uint32) error {
 	if err := s.b.begin(serial, true); err != nil {
 		s.m.failed.Inc()
 		return err
+	}
+	if e, ok := s.src.(recordEstimator); ok {
+		n, err := e.ZoneRecordEstimate(ctx)
+		if err != nil {
+			// Only the tables' doublings are at stake.
+			s.log.Warn("zone size estimate failed", slog.String("error", err.Error()))
+		}
+		if cur := s.cur.Load(); cur != nil {
+			n = max(n, cur.records)
+		}
+		s.b.presize(n)
 	}
 	err := s.src.ZoneRecords(ctx, func(r keystore.ZoneRecord) error {
 		rec, ok := RecordOf(r, s.opts.Params.Zone)
