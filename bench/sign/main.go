@@ -313,6 +313,10 @@ func (e *env) newSigner(listener string) *signer.Signer {
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
+	if *floorServer != "" {
+		runFloorServer(*floorServer)
+		return
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		must(err)
@@ -393,6 +397,8 @@ func main() {
 
 	d := startDkimd(dir)
 	defer d.stop()
+	floor := startFloor(dir, e)
+	defer floor.stop()
 	od := startOpenDKIM(dir, e)
 	defer od.stop()
 	lib := e.newSigner("library")
@@ -436,6 +442,16 @@ func main() {
 				{"http", d.pid, httpWorker(d.httpURL, msg)},
 				{"milter", d.pid, milterWorker(d.milterAddr, msg, true)},
 			} {
+				if alg.name == "rsa" && strings.Contains(p.name, *only) && p.name != "library" {
+					// The transport floor signs with RSA only.
+					f := floor.httpURL
+					worker := httpWorker(f, msg)
+					if p.name == "milter" {
+						worker = milterWorker(floor.milterAddr, msg, true)
+					}
+					r, c, l := measure(false, msg, "floor "+p.name+" "+label, *concurrency, floor.pid, worker)
+					printRow(r, c, l, 0)
+				}
 				if !strings.Contains(p.name, *only) {
 					continue
 				}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	gomilter "github.com/d--j/go-milter"
+)
+
+// The transport floor: an HTTP endpoint and a milter built on the libraries
+// dkimd uses (net/http, d--j/go-milter) that do nothing per message but
+// read it, make one bare RSA-2048 signature and answer with a fixed field
+// of a DKIM-Signature's size. Run in a process of its own, like dkimd
+// serve, it shows what those libraries and the kernel's TCP cost around a
+// signature before any DKIM work: the best a path built on them can reach.
+// The benchmark starts it by running itself with -floor-server.
+
+var floorServer = flag.String("floor-server", "", "internal: run the transport floor on http-addr,milter-addr,key-file")
+
+// floorField is about the size of dkimd's RSA DKIM-Signature value.
+var floorField = "v=1; a=rsa-sha256; c=relaxed/relaxed; d=rsa.bench.example; s=selector1; t=1700000000;\r\n\th=from:from:to:cc:subject:date:message-id:reply-to:mime-version:content-type:in-reply-to:references:list-unsubscribe:list-unsubscribe-post;\r\n\tbh=" + strings.Repeat("A", 44) + ";\r\n\tb=" + strings.Repeat("B", 344)
+
+// runFloorServer serves until the process is killed.
+func runFloorServer(spec string) {
+	parts := strings.Split(spec, ",")
+	if len(parts) != 3 {
+		log.Fatalf("-floor-server %q: want http-addr,milter-addr,key-file", spec)
+	}
+	pemBytes, err := os.ReadFile(parts[2])
+	must(err)
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		log.Fatal("floor: no PEM key")
+	}
+	key, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+	must(err)
+	key.Precompute()
+	sign := func(msg string) error {
+		digest := sha256.Sum256([]byte(msg))
+		_, err := rsa.SignPKCS1v15(nil, key, crypto.SHA256, digest[:])
+		return err
+	}
+
+	httpLn, err := net.Listen("tcp", parts[0])
+	must(err)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/sign", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := sign(r.URL.Path); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "DKIM-Signature: "+floorField+"\r\n")
+	})
+	go func() { log.Fatal(http.Serve(httpLn, mux)) }()
+
+	milterLn, err := net.Listen("tcp", parts[1])
+	must(err)
+	// What dkimd asks of the MTA: no connect/helo/envelope events, no
+	// replies but the end of message's.
+	const protocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoMailFrom | gomilter.OptNoRcptTo |
+		gomilter.OptNoUnknown | gomilter.OptNoData | gomilter.OptNoReplies
+	srv := gomilter.NewServer(
+		gomilter.WithMilter(func() gomilter.Milter { return &floorMilter{sign: sign} }),
+		gomilter.WithNegotiationCallback(func(mtaVersion, _ uint32, _, _ gomilter.OptAction, mtaProtocol, _ gomilter.OptProtocol, _ gomilter.DataSize) (uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize, error) {
+			return min(mtaVersion, gomilter.MaxServerProtocolVersion), gomilter.OptAddHeader, protocol & mtaProtocol, gomilter.DataSize64K, nil
+		}),
+	)
+	if err := srv.Serve(milterLn); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {
+		log.Fatal(err)
+	}
+}
+
+type floorMilter struct {
+	gomilter.NoOpMilter
+	sign func(string) error
+}
+
+func (m *floorMilter) EndOfMessage(mod gomilter.Modifier) (*gomilter.Response, error) {
+	if err := m.sign("milter"); err != nil {
+		return nil, err
+	}
+	if err := mod.InsertHeader(0, "DKIM-Signature", strings.ReplaceAll(floorField, "\r\n", "\n")); err != nil {
+		return nil, err
+	}
+	return gomilter.RespAccept, nil
+}
+
+// startFloor runs this program with -floor-server as the server process of
+// the floor rows.
+func startFloor(dir string, e *env) server {
+	keyFile := filepath.Join(dir, "floor.key")
+	must(os.WriteFile(keyFile, e.rsaPEM, 0o600))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	milterAddr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	self, err := os.Executable()
+	must(err)
+	cmd := exec.Command(self, "-floor-server", httpAddr+","+milterAddr+","+keyFile)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if *serverEnv != "" {
+		cmd.Env = append(os.Environ(), strings.Fields(*serverEnv)...)
+	}
+	must(cmd.Start())
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}
+	if err := waitListening(httpAddr, milterAddr); err != nil {
+		stop()
+		log.Fatalf("floor server: %v", err)
+	}
+	return server{pid: cmd.Process.Pid, httpURL: "http://" + httpAddr + "/v1/sign", milterAddr: milterAddr, stop: stop}
+}
