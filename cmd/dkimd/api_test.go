@@ -21,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"dkimd/internal/httpcall"
 )
 
 // cliEnv runs dkimd subcommands against one data dir, with no environment.
@@ -70,16 +72,7 @@ func httpCall(t *testing.T, method, url, user, pass, bearer string, body []byte)
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, b
+	return httpcall.Do(t, req)
 }
 
 func freeAddr(t *testing.T) string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/httpcall"
 	"dkimd/internal/keystore"
 	"dkimd/internal/keystore/keystoretest"
 	"dkimd/internal/ops"
@@ -42,15 +42,11 @@ func newFixture(t *testing.T) fixture {
 
 func get(t *testing.T, url string) (int, http.Header, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, b := httpcall.Do(t, req)
 	return resp.StatusCode, resp.Header, string(b)
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/httpcall"
 	"dkimd/internal/signer"
 	"dkimd/internal/signer/signertest"
 	"dkimd/internal/signhttp"
@@ -59,16 +60,7 @@ func post(t *testing.T, url, tok string, body io.Reader, hdr map[string]string) 
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, b
+	return httpcall.Do(t, req)
 }
 
 type envelope struct {
