@@ -532,27 +532,63 @@ func (b *builder) replace(owner keystore.ZoneChange, recs []Record) error {
 // sends). A name holds one record: the store's primary key guarantees that
 // a selector has one key.
 func (b *builder) add(r Record) ([]byte, error) {
-	name := fqdn(r.Name)
-	key, err := wireName(name)
+	name, key, err := b.ownerKey(r.Name)
 	if err != nil {
 		return nil, err
-	}
-	if !inZone(key, b.zoneWire) || string(key) == string(b.zoneWire) {
-		return nil, fmt.Errorf("zone: record %s is not below %s", r.Name, b.params.Zone)
 	}
 	body, err := renderTXT(ttl(b.params.TTL), dkimkey.SplitTXT(r.Value))
 	if err != nil {
 		return nil, fmt.Errorf("zone: record %s: %w", r.Name, err)
 	}
-	// put copies body into the arena: the caller may keep it.
+	// place copies body into the arena: the caller may keep it.
+	return body, b.place(name, key, body)
+}
+
+// addKey is add for a published key as the store holds it, with its answer
+// rendered by kr: the full load's path, which makes no garbage per record
+// for the answer. It skips a domain key whose domain is gone, as RecordOf
+// does.
+func (b *builder) addKey(kr *keyRenderer, r keystore.ZoneRecord) error {
+	n, ok := recordName(r, b.params.Zone)
+	if !ok {
+		return nil
+	}
+	name, key, err := b.ownerKey(n)
+	if err != nil {
+		return err
+	}
+	body, err := kr.render(ttl(b.params.TTL), r)
+	if err != nil {
+		return fmt.Errorf("zone: record %s: %w", n, err)
+	}
+	return b.place(name, key, body)
+}
+
+// ownerKey is a record's name made absolute and its wire form, which must
+// be below the apex.
+func (b *builder) ownerKey(recordName string) (name string, key []byte, err error) {
+	name = fqdn(recordName)
+	key, err = wireName(name)
+	if err != nil {
+		return "", nil, err
+	}
+	if !inZone(key, b.zoneWire) || string(key) == string(b.zoneWire) {
+		return "", nil, fmt.Errorf("zone: record %s is not below %s", recordName, b.params.Zone)
+	}
+	return name, key, nil
+}
+
+// place puts a TXT answer at name (wire form key), counting the name if it
+// is new and creating its empty non-terminal ancestors.
+func (b *builder) place(name string, key, body []byte) error {
 	old, err := b.put(key, []answer{{dns.TypeTXT, body}})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if old == nil || old.count() == 0 {
 		b.next.records++
 	}
-	return body, b.addAncestors(name)
+	return b.addAncestors(name)
 }
 
 // finish returns the built snapshot, which becomes the current one.

@@ -254,14 +254,8 @@ func (s *Server) fullLoad(ctx context.Context, serial uint32) error {
 		}
 		s.b.presize(n)
 	}
-	err := s.src.ZoneRecords(ctx, func(r keystore.ZoneRecord) error {
-		rec, ok := RecordOf(r, s.opts.Params.Zone)
-		if !ok {
-			return nil
-		}
-		_, err := s.b.add(rec)
-		return err
-	})
+	kr := &keyRenderer{}
+	err := s.src.ZoneRecords(ctx, func(r keystore.ZoneRecord) error { return s.b.addKey(kr, r) })
 	if err != nil {
 		s.m.failed.Inc()
 		return err
