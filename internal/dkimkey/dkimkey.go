@@ -143,10 +143,19 @@ func ParsePublic(alg string, p []byte) (crypto.PublicKey, error) {
 	return nil, fmt.Errorf("dkimkey: unknown algorithm %q", alg)
 }
 
-// TXTValue is the one place that renders a DKIM key record. An empty p
-// renders a revoked key ("p="), as RFC 6376 §3.6.1 prescribes.
+// TXTValue renders a DKIM key record. An empty p renders a revoked key
+// ("p="), as RFC 6376 §3.6.1 prescribes.
 func TXTValue(alg string, p []byte) string {
-	return "v=DKIM1; k=" + alg + "; p=" + base64.StdEncoding.EncodeToString(p)
+	return string(AppendTXTValue(nil, alg, p))
+}
+
+// AppendTXTValue is the one place that renders a DKIM key record: it
+// appends TXTValue(alg, p) to dst, for callers that reuse a buffer.
+func AppendTXTValue(dst []byte, alg string, p []byte) []byte {
+	dst = append(dst, "v=DKIM1; k="...)
+	dst = append(dst, alg...)
+	dst = append(dst, "; p="...)
+	return base64.StdEncoding.AppendEncode(dst, p)
 }
 
 // ParseTXTValue extracts k= and p= from a DKIM key record, joined from its

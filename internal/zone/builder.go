@@ -10,7 +10,6 @@ import (
 
 	"github.com/miekg/dns"
 
-	"dkimd/internal/dkimkey"
 	"dkimd/internal/domainname"
 	"dkimd/internal/keystore"
 )
@@ -536,7 +535,7 @@ func (b *builder) add(r Record) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	body, err := renderTXT(ttl(b.params.TTL), dkimkey.SplitTXT(r.Value))
+	body, err := appendTXT(nil, ttl(b.params.TTL), []byte(r.Value))
 	if err != nil {
 		return nil, fmt.Errorf("zone: record %s: %w", r.Name, err)
 	}

@@ -2,7 +2,10 @@ package zone
 
 import (
 	"bytes"
+	"slices"
 	"testing"
+
+	"github.com/miekg/dns"
 
 	"dkimd/internal/dkimkey"
 	"dkimd/internal/keystore"
@@ -53,19 +56,26 @@ func TestKeyRendererMatchesRecordOf(t *testing.T) {
 			t.Fatalf("%+v: RecordOf names %q (%v), recordName %q (%v)", r, rec.Name, ok, name, nameOK)
 		}
 		if ok {
-			want, err := renderTXT(ttl(testParams.TTL), dkimkey.SplitTXT(rec.Value))
-			if err != nil {
-				t.Fatal(err)
-			}
 			got, err := kr.render(ttl(testParams.TTL), r)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s: keyRenderer gives\n%x\nwant\n%x", name, got, want)
-			}
-			if _, err := viaRecord.add(rec); err != nil {
+			// Read back by miekg/dns: one TXT record whose strings are
+			// SplitTXT's cut of the value RecordOf gives.
+			ans, _, _, err := unrender(name, dns.TypeTXT, got)
+			if err != nil {
 				t.Fatal(err)
+			}
+			if len(ans) != 1 || ans[0].(*dns.TXT).Hdr.Ttl != ttl(testParams.TTL) ||
+				!slices.Equal(ans[0].(*dns.TXT).Txt, dkimkey.SplitTXT(rec.Value)) {
+				t.Errorf("%s: keyRenderer's answer reads back as %v, want the strings %q", name, ans, dkimkey.SplitTXT(rec.Value))
+			}
+			want, err := viaRecord.add(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s: keyRenderer gives\n%x\nadd renders\n%x", name, got, want)
 			}
 			names = append(names, name)
 		}
