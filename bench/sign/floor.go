@@ -20,6 +20,8 @@ import (
 	"syscall"
 
 	gomilter "github.com/d--j/go-milter"
+
+	"dkimd/internal/milter"
 )
 
 // The transport floor: an HTTP endpoint and a milter built on the libraries
@@ -75,14 +77,11 @@ func runFloorServer(spec string) {
 
 	milterLn, err := net.Listen("tcp", parts[1])
 	must(err)
-	// What dkimd asks of the MTA: no connect/helo/envelope events, no
-	// replies but the end of message's.
-	const protocol = gomilter.OptNoConnect | gomilter.OptNoHelo | gomilter.OptNoMailFrom | gomilter.OptNoRcptTo |
-		gomilter.OptNoUnknown | gomilter.OptNoData | gomilter.OptNoReplies
+	// Negotiated as dkimd negotiates: what it asks, of what the MTA offers.
 	srv := gomilter.NewServer(
 		gomilter.WithMilter(func() gomilter.Milter { return &floorMilter{sign: sign} }),
 		gomilter.WithNegotiationCallback(func(mtaVersion, _ uint32, _, _ gomilter.OptAction, mtaProtocol, _ gomilter.OptProtocol, _ gomilter.DataSize) (uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize, error) {
-			return min(mtaVersion, gomilter.MaxServerProtocolVersion), gomilter.OptAddHeader, protocol & mtaProtocol, gomilter.DataSize64K, nil
+			return min(mtaVersion, gomilter.MaxServerProtocolVersion), gomilter.OptAddHeader, milter.Protocol & mtaProtocol, gomilter.DataSize64K, nil
 		}),
 	)
 	if err := srv.Serve(milterLn); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {

@@ -51,9 +51,9 @@ const (
 	maxHeaderFields = 10_000
 )
 
-// protocol is what the milter asks of the MTA, of which it gets what the
-// MTA offers.
-const protocol = skipStages | gomilter.OptNoReplies
+// Protocol is what the milter asks of the MTA, of which it gets what the
+// MTA offers. bench/sign's transport floor asks the same.
+const Protocol = skipStages | gomilter.OptNoReplies
 
 // skipStages are the events the milter does not need: only the header and
 // the body matter.
@@ -128,7 +128,7 @@ func (s *Server) negotiate(mtaVersion, _ uint32, mtaActions, _ gomilter.OptActio
 	version := min(mtaVersion, gomilter.MaxServerProtocolVersion)
 	// Inserting a header field is all the milter does. The packets stay
 	// at the 64 KB every MTA accepts.
-	return version, gomilter.OptAddHeader, protocol & mtaProtocol, gomilter.DataSize64K, nil
+	return version, gomilter.OptAddHeader, Protocol & mtaProtocol, gomilter.DataSize64K, nil
 }
 
 // Serve accepts MTA connections on ln until Close.
