@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -42,10 +43,23 @@ type Config struct {
 	TSIGKeyFile  string         // "name algorithm base64secret"
 	ReconcileInt time.Duration
 
-	SignAddr     string
-	SignToken    string
-	SignMaxBytes int64
-	MilterAddr   string
+	// DNS edges: response-rate limiting on UDP and the TCP connection cap.
+	DNSRRL       int            // answers per second per source prefix and answer; 0 disables
+	DNSRRLSlip   int            // every Nth limited answer goes out truncated (TC); 0 or 1: see Validate
+	DNSRRLExempt []netip.Prefix // sources never limited
+	DNSTCPMax    int            // concurrent DNS TCP connections
+
+	SignAddr      string
+	SignToken     string
+	SignTokenFile string
+	SignMaxBytes  int64
+	SignExpiry    time.Duration // x= is t= plus this; 0 sets no x=
+	RSABackend    string        // auto, openssl or go
+
+	MilterAddr     string
+	MilterTimeout  time.Duration // idle time allowed between two packets of a session
+	MilterMaxConns int           // concurrent milter sessions
+	MilterOnError  string        // accept or tempfail: the answer for a message that cannot be signed
 
 	OpsAddr string
 
@@ -85,12 +99,15 @@ func (l listFlag) Set(s string) error {
 // FlagSet declares every flag on fs, with defaults, bound to c. Defaults come
 // from the environment where set, so flags still win over env.
 func (c *Config) FlagSet(fs *flag.FlagSet, getenv func(string) string) (finish func() error) {
-	var nsAddrs, xfrAllow []string
+	var nsAddrs, xfrAllow, rrlExempt []string
 	str := func(p *string, name, def, usage string) {
 		fs.StringVar(p, name, def, usage+" (env "+envName(name)+")")
 	}
 	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
 		fs.DurationVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	intf := func(p *int, name string, def int, usage string) {
+		fs.IntVar(p, name, def, usage+" (env "+envName(name)+")")
 	}
 	list := func(p *[]string, name, def, usage string) {
 		_ = listFlag{p}.Set(def)
@@ -116,17 +133,27 @@ func (c *Config) FlagSet(fs *flag.FlagSet, getenv func(string) string) (finish f
 	list(&c.Secondaries, "secondaries", "", "secondary servers (host:port) to NOTIFY on every change")
 	list(&xfrAllow, "xfr-allow", "", "addresses or prefixes allowed to transfer the zone (with TSIG)")
 	str(&c.TSIGKeyFile, "tsig-key-file", "", `TSIG key for zone transfers and NOTIFY: a file holding "name algorithm base64-secret"`)
+	intf(&c.DNSRRL, "dns-rrl", 200, "UDP answers per second for one answer to one source prefix (/24, /56); 0 disables response-rate limiting")
+	intf(&c.DNSRRLSlip, "dns-rrl-slip", 2, "every Nth answer over the rate limit goes out empty and truncated, so resolvers retry over TCP; 1 truncates all, 0 drops all")
+	list(&rrlExempt, "dns-rrl-exempt", "", "source addresses or prefixes never rate-limited")
+	intf(&c.DNSTCPMax, "dns-tcp-max", 1000, "most DNS TCP connections at once; more are closed at once")
 	dur(&c.ReconcileInt, "reconcile-interval", 30*time.Second, "how often DNS compares its serial with the database, healing missed notifications")
 	str(&c.SignAddr, "sign-addr", "127.0.0.1:8081", "listen address of the MTA sign endpoint; empty or off disables")
-	str(&c.SignToken, "sign-token", "", "bearer token of the sign endpoint (required when it listens off loopback)")
+	str(&c.SignToken, "sign-token", "", "bearer token of the sign endpoint (required when it listens off loopback); prefer --sign-token-file")
+	str(&c.SignTokenFile, "sign-token-file", "", "file holding the sign endpoint's bearer token")
 	fs.Int64Var(&c.SignMaxBytes, "sign-max-bytes", 64<<20, "largest message the sign endpoint accepts (env "+envName("sign-max-bytes")+")")
+	dur(&c.SignExpiry, "sign-expiry", 0, "signature lifetime: x= is t= plus this; 0 sets no x=")
+	str(&c.RSABackend, "rsa-backend", "auto", "RSA signatures through auto (OpenSSL's libcrypto when present, else Go), openssl or go")
 	str(&c.MilterAddr, "milter-addr", "127.0.0.1:8891", "listen address of the milter; empty or off disables")
+	dur(&c.MilterTimeout, "milter-timeout", 5*time.Minute, "a milter session idle this long between packets is closed")
+	intf(&c.MilterMaxConns, "milter-max-conns", 1000, "most milter sessions at once; more connections are closed at once")
+	str(&c.MilterOnError, "milter-on-error", "accept", "answer to a message the milter cannot sign: accept (pass it unsigned) or tempfail")
 	str(&c.OpsAddr, "ops-addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz; empty or off disables")
 	str(&c.Resolver, "resolver", "", "host:port of the resolver used to check customers' DNS (default: the system's)")
 	dur(&c.PublishLeadTime, "publish-lead-time", 96*time.Hour, "how long a fresh key is published before it may sign")
 	dur(&c.RotationInterval, "rotation-interval", 180*24*time.Hour, "default interval between automatic rotations (brands may override)")
 	dur(&c.RetireGrace, "retire-grace", 7*24*time.Hour, "how long a retired key stays published before its slot gets a fresh key")
-	fs.IntVar(&c.KeyPoolSize, "key-pool-size", 16, "RSA keys generated ahead in the background; 0 generates on demand (env "+envName("key-pool-size")+")")
+	intf(&c.KeyPoolSize, "key-pool-size", 16, "RSA keys generated ahead in the background; 0 generates on demand")
 	str(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 
 	// Environment values become the flags' starting values; explicit flags
@@ -147,8 +174,16 @@ func (c *Config) FlagSet(fs *flag.FlagSet, getenv func(string) string) (finish f
 		if c.NSAddrs, err = parseNSAddrs(nsAddrs); err != nil {
 			return err
 		}
-		if c.XFRAllow, err = parsePrefixes(xfrAllow); err != nil {
+		if c.XFRAllow, err = parsePrefixes("xfr-allow", xfrAllow); err != nil {
 			return err
+		}
+		if c.DNSRRLExempt, err = parsePrefixes("dns-rrl-exempt", rrlExempt); err != nil {
+			return err
+		}
+		if c.SignTokenFile != "" {
+			if c.SignToken, err = readSecretFile("sign-token-file", c.SignTokenFile); err != nil {
+				return err
+			}
 		}
 		c.applyDefaults()
 		return c.Validate()
@@ -288,6 +323,34 @@ func (c *Config) Validate() error {
 	if c.SignMaxBytes < 1024 {
 		bad("sign-max-bytes", "must be at least 1024")
 	}
+	if c.SignExpiry < 0 || (c.SignExpiry > 0 && c.SignExpiry < time.Minute) {
+		bad("sign-expiry", "must be 0 (no x=) or at least 1m")
+	}
+	switch c.RSABackend {
+	case "auto", "openssl", "go":
+	default:
+		bad("rsa-backend", "%q is not auto, openssl or go", c.RSABackend)
+	}
+	if c.MilterTimeout < time.Second {
+		bad("milter-timeout", "must be at least 1s")
+	}
+	if c.MilterMaxConns < 1 {
+		bad("milter-max-conns", "must be at least 1")
+	}
+	switch c.MilterOnError {
+	case "accept", "tempfail":
+	default:
+		bad("milter-on-error", "%q is not accept or tempfail", c.MilterOnError)
+	}
+	if c.DNSRRL < 0 {
+		bad("dns-rrl", "must be 0 (off) or a positive rate")
+	}
+	if c.DNSRRLSlip < 0 {
+		bad("dns-rrl-slip", "must be 0 or more")
+	}
+	if c.DNSTCPMax < 1 {
+		bad("dns-tcp-max", "must be at least 1")
+	}
 	if c.Resolver != "" {
 		if _, _, err := net.SplitHostPort(c.Resolver); err != nil {
 			bad("resolver", "%q is not host:port", c.Resolver)
@@ -338,7 +401,21 @@ func parseNSAddrs(items []string) (map[string][]netip.Addr, error) {
 	return out, nil
 }
 
-func parsePrefixes(items []string) ([]netip.Prefix, error) {
+// readSecretFile reads a one-line secret (a trailing line end is not part
+// of it), naming the flag when it cannot.
+func readSecretFile(flagName, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--%s: %w", flagName, err)
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	if v == "" {
+		return "", fmt.Errorf("--%s: %s is empty", flagName, path)
+	}
+	return v, nil
+}
+
+func parsePrefixes(flagName string, items []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, it := range items {
 		if p, err := netip.ParsePrefix(it); err == nil {
@@ -347,7 +424,7 @@ func parsePrefixes(items []string) ([]netip.Prefix, error) {
 		}
 		a, err := netip.ParseAddr(it)
 		if err != nil {
-			return nil, fmt.Errorf("--xfr-allow: %q is not an address or prefix", it)
+			return nil, fmt.Errorf("--%s: %q is not an address or prefix", flagName, it)
 		}
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}

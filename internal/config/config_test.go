@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +77,23 @@ func sample(t *testing.T, name string) string {
 		"retire-grace":        "200h",
 		"key-pool-size":       "3",
 		"log-level":           "debug",
+		"sign-expiry":         "240h",
+		"rsa-backend":         "go",
+		"milter-timeout":      "2m",
+		"milter-max-conns":    "50",
+		"milter-on-error":     "tempfail",
+		"dns-rrl":             "0",
+		"dns-rrl-slip":        "3",
+		"dns-rrl-exempt":      "192.0.2.0/24,2001:db8::/56",
+		"dns-tcp-max":         "100",
+	}
+	if name == "sign-token-file" {
+		// The only flag whose value is read at parse time.
+		path := filepath.Join(t.TempDir(), "sign.token")
+		if err := os.WriteFile(path, []byte("sign-secret-from-file\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
 	}
 	v, ok := values[name]
 	if !ok {
