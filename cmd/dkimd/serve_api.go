@@ -80,6 +80,7 @@ func (a *app) startAPI(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return fmt.Errorf("--api-addr: %w", err)
 	}
+	ln = a.retryAccept("api", ln)
 	if certs != nil {
 		ln = tls.NewListener(ln, srv.TLSConfig)
 		hup := make(chan os.Signal, 1)

@@ -42,6 +42,7 @@ func (a *app) startOps(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return fmt.Errorf("--ops-addr: %w", err)
 	}
+	ln = a.retryAccept("ops", ln)
 	srv := &http.Server{
 		Handler:           ops.NewHandler(a.registry, ready, a.log),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -86,6 +86,7 @@ func (a *app) startSign(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return fmt.Errorf("--sign-addr: %w", err)
 	}
+	ln = a.retryAccept("sign", ln)
 	a.log.Info("sign endpoint listening", slog.String("addr", ln.Addr().String()),
 		slog.Bool("token", a.cfg.SignToken != ""), slog.Int64("max_bytes", a.cfg.SignMaxBytes))
 	serveHTTP(ctx, g, "sign", srv, ln, signShutdownTimeout)
