@@ -35,6 +35,8 @@ var ErrUnknownKEK = errors.New("sealbox: ciphertext sealed under a key-encryptio
 type Box struct {
 	current string
 	aeads   map[string]cipher.AEAD
+	// derive is the current KEK itself, kept only for DeriveKey.
+	derive []byte
 }
 
 // New builds a Box from KEKs by id; current names the one that seals.
@@ -57,6 +59,7 @@ func New(current string, keks map[string][]byte) (*Box, error) {
 	if _, ok := b.aeads[current]; !ok {
 		return nil, fmt.Errorf("sealbox: current key-encryption key %q is not loaded", current)
 	}
+	b.derive = bytes.Clone(keks[current])
 	return b, nil
 }
 
