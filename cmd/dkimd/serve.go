@@ -47,6 +47,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*keyst
 	if err != nil {
 		return nil, err
 	}
+	store.SetLog(log.With(slog.String("component", "keystore")))
 	applied, err := store.Migrate(ctx)
 	if err != nil {
 		store.Close()

@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"dkimd/internal/keystore"
 	"dkimd/internal/zone"
 )
 
@@ -39,16 +38,13 @@ func (a *app) startDNS(ctx context.Context, g *errgroup.Group) error {
 		}
 		opts.TSIG = &k
 	}
-	if a.store.Dialect() == keystore.Postgres {
-		// Changes committed by any replica arrive by LISTEN/NOTIFY.
-		opts.ListenURL = a.store.URL()
-	}
 	srv, err := zone.New(opts, a.store)
 	if err != nil {
 		return err
 	}
-	// This process's own commits, at once (the only path in SQLite mode).
-	a.store.OnCommit(func(uint32) { srv.Kick() })
+	// Every commit that changed the zone: this process's at once, other
+	// replicas' through the store's notifications.
+	a.store.Watch(ctx, srv.Kick)
 	// Registered before the first load, which takes tens of seconds at a
 	// million domains: /readyz must say "not ready" during it.
 	a.readiness().Register("zone", func(context.Context) error {

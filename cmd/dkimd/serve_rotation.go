@@ -7,7 +7,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"dkimd/internal/keystore"
 	"dkimd/internal/rotation"
 )
 
@@ -35,11 +34,7 @@ func (a *app) startRotation(ctx context.Context, g *errgroup.Group) error {
 		return err
 	}
 	a.setAPIRotator(svc)
-	var leader rotation.Leader = rotation.Solo{}
-	if a.store.Dialect() == keystore.Postgres {
-		leader = rotation.NewPGLeader(a.store.URL(), rotation.LockID)
-	}
-	r := &rotation.Runner{Service: svc, Leader: leader, Interval: rotationTick(a.cfg.PublishLeadTime), Log: a.log.With(slog.String("component", "rotation"))}
+	r := &rotation.Runner{Service: svc, Leader: a.store.Leader("rotation"), Interval: rotationTick(a.cfg.PublishLeadTime), Log: a.log.With(slog.String("component", "rotation"))}
 	g.Go(func() error { return r.Run(ctx) })
 	return nil
 }

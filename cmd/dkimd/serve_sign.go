@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"dkimd/internal/keystore"
 	"dkimd/internal/signer"
 	"dkimd/internal/signhttp"
 )
@@ -22,9 +21,8 @@ const signShutdownTimeout = 15 * time.Second
 
 // newSigner builds a signer for one transport: each listener owns its own,
 // told apart by the listener label of the dkimd_sign_* metrics. Key changes
-// committed by this process reach it through OnCommit, those of other
-// replicas on a shared Postgres through LISTEN (one connection per signer,
-// ended with ctx); a domain's status change, which announces nothing, within
+// committed by this process or another replica reach it through the store's
+// Watch; a domain's status change, which announces nothing, within
 // signer.Options.MaxAge (30 s). Each signer also keeps its outage directory
 // current (signer.KeepWarm).
 func (a *app) newSigner(ctx context.Context, g *errgroup.Group, listener string) (*signer.Signer, error) {
@@ -35,7 +33,7 @@ func (a *app) newSigner(ctx context.Context, g *errgroup.Group, listener string)
 	if err != nil {
 		return nil, err
 	}
-	a.store.OnCommit(func(uint32) { s.Invalidate() })
+	a.store.Watch(ctx, s.Invalidate)
 	// The outage directory: every maildomain's brand and the brands'
 	// fallback keys, so that a domain not yet resolved is still signed
 	// (with its brand's key) while the store is away. Loaded in the
@@ -44,12 +42,6 @@ func (a *app) newSigner(ctx context.Context, g *errgroup.Group, listener string)
 		s.KeepWarm(ctx)
 		return nil
 	})
-	if a.store.Dialect() == keystore.Postgres {
-		g.Go(func() error {
-			s.FollowPostgres(ctx, a.store.URL())
-			return nil
-		})
-	}
 	return s, nil
 }
 

@@ -5,10 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
@@ -36,8 +36,9 @@ type SQL struct {
 	dialect string
 	url     string
 
-	mu       sync.Mutex
-	onCommit []func(serial uint32)
+	log     *slog.Logger
+	watch   watchers // Watch's subscribers
+	leaders leaders  // Leader's lock holders, released by Close
 }
 
 // OpenSQLite opens (creating if needed) the embedded database under dataDir.
@@ -110,8 +111,13 @@ func Open(ctx context.Context, dataDir, databaseURL string) (*SQL, error) {
 }
 
 func newSQL(db *sql.DB, dialect, url string) *SQL {
-	return &SQL{reader: reader{q: db, dialect: dialect}, db: db, dialect: dialect, url: url}
+	return &SQL{reader: reader{q: db, dialect: dialect}, db: db, dialect: dialect, url: url,
+		log: slog.New(slog.DiscardHandler), watch: newWatchers()}
 }
+
+// SetLog sets the logger of the store's own loops (the Postgres change
+// listener); the default discards.
+func (s *SQL) SetLog(log *slog.Logger) { s.log = log }
 
 // Dialect is SQLite or Postgres.
 func (s *SQL) Dialect() string { return s.dialect }
@@ -124,8 +130,12 @@ func (s *SQL) URL() string { return s.url }
 // locks) that live beside the store.
 func (s *SQL) DB() *sql.DB { return s.db }
 
-// Close closes the pool.
-func (s *SQL) Close() error { return s.db.Close() }
+// Close ends the watchers and leaders, then closes the pool.
+func (s *SQL) Close() error {
+	s.watch.close()
+	s.leaders.close()
+	return s.db.Close()
+}
 
 // Ping checks that the database answers.
 func (s *SQL) Ping(ctx context.Context) error {
@@ -133,16 +143,6 @@ func (s *SQL) Ping(ctx context.Context) error {
 		return fmt.Errorf("keystore: ping: %w", classify(err))
 	}
 	return nil
-}
-
-// OnCommit registers f to run after every commit that changed the zone, with
-// the new serial. In SQLite mode this is how DNS learns of changes; in
-// Postgres mode other replicas learn through NOTIFY and this process through
-// both.
-func (s *SQL) OnCommit(f func(serial uint32)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.onCommit = append(s.onCommit, f)
 }
 
 // Update runs fn in one transaction.
@@ -167,12 +167,7 @@ func (s *SQL) Update(ctx context.Context, fn func(Tx) error) error {
 		return fmt.Errorf("keystore: commit: %w", classify(err))
 	}
 	if serial != 0 {
-		s.mu.Lock()
-		hooks := append([]func(uint32){}, s.onCommit...)
-		s.mu.Unlock()
-		for _, h := range hooks {
-			h(serial)
-		}
+		s.watch.notify()
 	}
 	return nil
 }

@@ -71,7 +71,7 @@ func startPublicDNS(t testing.TB, store *keystore.SQL, zone string, now func() t
 	<-started
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	p.addr = pc.LocalAddr().String()
-	store.OnCommit(p.forget)
+	store.Watch(context.Background(), p.forget)
 	return p
 }
 
@@ -130,35 +130,12 @@ func (p *publicDNS) lookupTXT(name string) string {
 	return ""
 }
 
-// forget drops the cached records of the owners a commit changed.
-func (p *publicDNS) forget(serial uint32) {
-	rows, err := p.store.DB().QueryContext(context.Background(),
-		`SELECT owner FROM zone_changes WHERE serial = $1 AND owner_kind = 'domain'`, int64(serial))
-	if err != nil {
-		p.mu.Lock()
-		p.cache = nil
-		p.gen++
-		p.mu.Unlock()
-		return
-	}
-	defer rows.Close()
-	var labels []string
-	for rows.Next() {
-		var owner string
-		if rows.Scan(&owner) == nil {
-			labels = append(labels, "-"+strings.ReplaceAll(owner, ".", "-")+"._domainkey.")
-		}
-	}
+// forget drops the cached records after a commit that changed the zone.
+func (p *publicDNS) forget() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.cache = nil
 	p.gen++
-	for name := range p.cache {
-		for _, l := range labels {
-			if strings.Contains(name, l) {
-				delete(p.cache, name)
-			}
-		}
-	}
 }
 
 func (p *publicDNS) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {

@@ -128,8 +128,8 @@ func (s *Signer) brandKeys(ctx context.Context, brands []string) ([][]*signingKe
 }
 
 // KeepWarm loads the outage directory now and keeps it current until ctx
-// ends: the brands' keys after each key change (Invalidate, and so
-// FollowPostgres), checked every MaxAge; the maildomains every
+// ends: the brands' keys after each key change (Invalidate, which the
+// store's Watch calls), checked every MaxAge; the maildomains every
 // DirectoryRefresh, since adding one announces nothing. A failed load keeps
 // the previous directory and is retried at the next check.
 func (s *Signer) KeepWarm(ctx context.Context) {

@@ -273,7 +273,7 @@ func TestKeepWarmFollowsChanges(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Store.OnCommit(func(uint32) { s.Invalidate() })
+		f.Store.Watch(context.Background(), s.Invalidate)
 		wg.Go(func() { s.KeepWarm(ctx) })
 		return s
 	}

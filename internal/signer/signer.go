@@ -129,7 +129,7 @@ func New(opts Options) (*Signer, error) {
 }
 
 // Invalidate drops every cached key choice, so that the next message sees
-// the store's current keys. Register it with keystore.SQL.OnCommit.
+// the store's current keys. Pass it to keystore.SQL.Watch.
 func (s *Signer) Invalidate() { s.cache.invalidate() }
 
 // Signature is one DKIM-Signature header field.

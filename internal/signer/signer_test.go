@@ -29,7 +29,7 @@ func newSigner(t testing.TB, f *signertest.Fixture, reg prometheus.Registerer) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Store.OnCommit(func(uint32) { s.Invalidate() })
+	f.Store.Watch(context.Background(), s.Invalidate)
 	return s
 }
 

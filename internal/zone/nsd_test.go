@@ -145,7 +145,7 @@ func TestNSDSecondary(t *testing.T) {
 	srv := startServer(t, store, zone.Options{
 		Registry: reg, TSIG: &testKey, XFRAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Secondaries: []string{nsdAddr},
 	})
-	store.OnCommit(func(uint32) { srv.Kick() })
+	store.Watch(context.Background(), srv.Kick)
 	startNSD(t, nsdPort, srv.Addr())
 
 	serial := srv.Snapshot().Serial()

@@ -86,10 +86,7 @@ type Options struct {
 	Secondaries []string       // host:port to NOTIFY
 	XFRAllow    []netip.Prefix // who may transfer, with TSIG
 	TSIG        *TSIGKey       // nil: no transfers, no NOTIFY
-	// ListenURL, when set, is a Postgres URL to LISTEN on for changes
-	// committed by any replica.
-	ListenURL string
-	Reconcile time.Duration // compare serials this often; 0 means 30s
+	Reconcile   time.Duration  // compare serials this often; 0 means 30s
 	// UDPSockets is the number of SO_REUSEPORT UDP sockets; 0 means GOMAXPROCS.
 	UDPSockets int
 	Log        *slog.Logger
@@ -371,10 +368,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.updateLoop(loopCtx) }()
 	go func() { defer wg.Done(); s.notifyLoop(loopCtx) }()
-	if s.opts.ListenURL != "" {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.listenLoop(loopCtx) }()
-	}
 
 	var err error
 	select {

@@ -100,7 +100,7 @@ func newFixture(t *testing.T) *fixture {
 	srv := startServer(t, store, zone.Options{
 		TSIG: &testKey, XFRAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Registry: reg,
 	})
-	store.OnCommit(func(uint32) { srv.Kick() })
+	store.Watch(context.Background(), srv.Kick)
 	return &fixture{store: store, svc: svc, srv: srv, reg: reg, addr: srv.Addr()}
 }
 
@@ -577,8 +577,10 @@ func TestReplicasOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A long reconcile interval: only NOTIFY can make the deadline.
-	a := startServer(t, reader, zone.Options{ListenURL: url, Reconcile: time.Hour})
-	b := startServer(t, writer, zone.Options{ListenURL: url, Reconcile: time.Hour})
+	a := startServer(t, reader, zone.Options{Reconcile: time.Hour})
+	b := startServer(t, writer, zone.Options{Reconcile: time.Hour})
+	reader.Watch(ctx, a.Kick)
+	writer.Watch(ctx, b.Kick)
 	time.Sleep(100 * time.Millisecond) // let both LISTEN connections come up
 
 	name := "selector1-example-com._domainkey." + testZone + "."

@@ -147,7 +147,7 @@ func StartDNS(t testing.TB, store *keystore.SQL, zoneName string) *DNS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store.OnCommit(func(uint32) { srv.Kick() })
+	store.Watch(context.Background(), srv.Kick)
 	if err := srv.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}

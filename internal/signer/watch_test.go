@@ -13,10 +13,10 @@ import (
 	"dkimd/internal/signer"
 )
 
-// TestFollowPostgresSeesOtherReplicas: two stores on one Postgres stand for
-// two replicas. A rotation committed through the other one reaches this
-// signer through NOTIFY, long before its MaxAge.
-func TestFollowPostgresSeesOtherReplicas(t *testing.T) {
+// TestWatchSeesOtherReplicas: two stores on one Postgres stand for two
+// replicas. A rotation committed through the other one reaches this
+// signer through the store's Watch (NOTIFY), long before its MaxAge.
+func TestWatchSeesOtherReplicas(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := keystoretest.PostgresURL(t)
@@ -44,10 +44,7 @@ func TestFollowPostgresSeesOtherReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); s.FollowPostgres(fctx, url) }()
-	t.Cleanup(func() { cancel(); <-done })
+	here.Watch(ctx, s.Invalidate)
 
 	msg := "From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n"
 	selector := func() string {
