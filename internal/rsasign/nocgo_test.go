@@ -1,0 +1,5 @@
+//go:build !cgo || !linux
+
+package rsasign_test
+
+const cgoBuild = false
