@@ -5,8 +5,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"math"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -86,8 +86,10 @@ func (c *credCache) forget(brand string) {
 	}
 }
 
-// throttle counts failed logins per key (a client address or a brand) and
-// locks a key out for a while once it failed max times within window.
+// throttle counts failed logins per key and locks a key out for a while
+// once it failed max times within window. Keys are a source prefix, or a
+// source prefix and a brand (loginKeys); never a brand alone, since then
+// anyone anywhere could lock a brand out of its own API.
 type throttle struct {
 	max     int
 	window  time.Duration
@@ -107,20 +109,18 @@ func newThrottle(max int, window, lockout time.Duration, now func() time.Time) *
 	return &throttle{max: max, window: window, lockout: lockout, now: now, keys: map[string]*failures{}}
 }
 
-// wait reports how long the first locked-out key among keys stays locked.
-func (t *throttle) wait(keys ...string) time.Duration {
+// wait reports how long key stays locked out.
+func (t *throttle) wait(key string) time.Duration {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, k := range keys {
-		if f, ok := t.keys[k]; ok && now.Before(f.lockedUntil) {
-			return f.lockedUntil.Sub(now)
-		}
+	if f, ok := t.keys[key]; ok && now.Before(f.lockedUntil) {
+		return f.lockedUntil.Sub(now)
 	}
 	return 0
 }
 
-func (t *throttle) fail(keys ...string) {
+func (t *throttle) fail(key string) {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -131,17 +131,15 @@ func (t *throttle) fail(keys ...string) {
 			}
 		}
 	}
-	for _, k := range keys {
-		f, ok := t.keys[k]
-		if !ok || now.Sub(f.since) > t.window {
-			f = &failures{since: now}
-			t.keys[k] = f
-		}
-		f.n++
-		if f.n >= t.max {
-			f.lockedUntil = now.Add(t.lockout)
-			f.n, f.since = 0, now
-		}
+	f, ok := t.keys[key]
+	if !ok || now.Sub(f.since) > t.window {
+		f = &failures{since: now}
+		t.keys[key] = f
+	}
+	f.n++
+	if f.n >= t.max {
+		f.lockedUntil = now.Add(t.lockout)
+		f.n, f.since = 0, now
 	}
 }
 
@@ -156,20 +154,51 @@ func tooMany(d time.Duration) *problem {
 		title: "too many failed logins, try again later", retryAfter: int(math.Ceil(d.Seconds()))}
 }
 
-// clientIP is the peer address. dkimd does not trust X-Forwarded-For: a
-// proxy in front of it makes every client share the proxy's budget.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
+// errHashBusy answers a login whose secret could not be checked within
+// Options.HashWait because every hashing slot was taken: the client retries
+// in a second rather than holding a connection open behind a flood.
+var errHashBusy = &problem{status: http.StatusServiceUnavailable, code: "LOGIN_BUSY",
+	title: "too many logins are being checked, try again shortly", retryAfter: 1}
+
+// sourcePrefix is the network a login comes from: the connection's peer
+// address cut to its /24 (IPv4) or /56 (IPv6, the smallest allocation a
+// customer site gets, RFC 6177), since one attacker holds a whole prefix as
+// easily as one address. dkimd does not trust X-Forwarded-For: behind a
+// proxy every client shares the proxy's prefix (docs/api.md).
+func sourcePrefix(r *http.Request) string {
+	var a netip.Addr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		a = ap.Addr()
+	} else if a, err = netip.ParseAddr(r.RemoteAddr); err != nil {
 		return r.RemoteAddr
 	}
-	return host
+	a = a.Unmap().WithZone("")
+	bits := 56
+	if a.Is4() {
+		bits = 24
+	}
+	p, err := a.Prefix(bits)
+	if err != nil {
+		return a.String()
+	}
+	return p.String()
+}
+
+// loginKeys are the throttle keys of a brand login: the source prefix with
+// the brand (pairs), and the source prefix alone (sources), which catches a
+// source that tries many brands.
+func loginKeys(r *http.Request, brand string) (pair, source string) {
+	src := sourcePrefix(r)
+	return src + " " + brand, src
 }
 
 // brandAuth checks HTTP Basic credentials and that they are those of the
 // brand in the path. Credentials verified before are trusted from the cache
-// for a minute, also while their brand or address is throttled, so that an
-// attacker hammering a brand does not lock its working scripts out.
+// for a minute, also while their source is throttled or every hashing slot
+// is busy, so that an attacker hammering a brand does not lock its working
+// scripts out. Failures lock out the source prefix for that brand after
+// MaxFailures, and for every brand after SourceMaxFailures; the brand itself
+// stays open to every other source.
 func (s *Server) brandAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		brand, secret, ok := r.BasicAuth()
@@ -178,8 +207,8 @@ func (s *Server) brandAuth(next http.Handler) http.Handler {
 			return
 		}
 		if !s.creds.valid(brand, secret) {
-			ipKey, brandKey := "ip:"+clientIP(r), "brand:"+brand
-			if d := s.throttle.wait(ipKey, brandKey); d > 0 {
+			pairKey, srcKey := loginKeys(r, brand)
+			if d := max(s.pairs.wait(pairKey), s.sources.wait(srcKey)); d > 0 {
 				s.fail(w, r, tooMany(d))
 				return
 			}
@@ -189,11 +218,14 @@ func (s *Server) brandAuth(next http.Handler) http.Handler {
 				return
 			}
 			if !ok {
-				s.throttle.fail(ipKey, brandKey)
+				s.pairs.fail(pairKey)
+				s.sources.fail(srcKey)
 				s.unauthorized(w, r, `Basic realm="dkimd", charset="UTF-8"`)
 				return
 			}
-			s.throttle.succeed(ipKey)
+			// Only the pair: one good login must not wipe the record of a
+			// source that guesses at other brands.
+			s.pairs.succeed(pairKey)
 			s.creds.add(brand, secret)
 		}
 		infoFrom(r.Context()).brand = brand
@@ -207,11 +239,17 @@ func (s *Server) brandAuth(next http.Handler) http.Handler {
 
 func (s *Server) verifyBrand(r *http.Request, brand, secret string) (bool, error) {
 	// Each argon2 run takes 64 MiB and a core for ~100 ms: bound how many run
-	// at once, so that a flood of bad logins from many addresses queues up
-	// instead of exhausting memory.
+	// at once (GOMAXPROCS), so that a flood of bad logins from many sources
+	// can neither exhaust memory nor take every core from cached logins and
+	// the other routes. A login that finds no slot within hashWait is told
+	// to come back (503, Retry-After) instead of queueing without end.
+	t := time.NewTimer(s.hashWait)
+	defer t.Stop()
 	select {
 	case s.argonSlots <- struct{}{}:
 		defer func() { <-s.argonSlots }()
+	case <-t.C:
+		return false, errHashBusy
 	case <-r.Context().Done():
 		return false, r.Context().Err()
 	}
@@ -242,8 +280,10 @@ func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request, challenge 
 func (s *Server) operatorAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		const challenge = `Bearer realm="dkimd-admin"`
-		ipKey := "admin-ip:" + clientIP(r)
-		if d := s.throttle.wait(ipKey); d > 0 {
+		// Its own key: a brand's failures from a prefix do not lock the
+		// operator on that prefix out, nor the other way round.
+		ipKey := "admin " + sourcePrefix(r)
+		if d := s.pairs.wait(ipKey); d > 0 {
 			s.fail(w, r, tooMany(d))
 			return
 		}
@@ -254,7 +294,7 @@ func (s *Server) operatorAuth(next http.Handler) http.Handler {
 		}
 		sum := sha256.Sum256([]byte(token))
 		if subtle.ConstantTimeCompare(sum[:], s.operatorSum[:]) != 1 {
-			s.throttle.fail(ipKey)
+			s.pairs.fail(ipKey)
 			s.unauthorized(w, r, challenge)
 			return
 		}

@@ -104,17 +104,21 @@ func TestThrottle(t *testing.T) {
 			t.Errorf("Retry-After %q", w.Header().Get("Retry-After"))
 		}
 	})
-	t.Run("per address", func(t *testing.T) {
-		// Same address, another brand: the address is locked.
-		wantError(t, e.do(bad("other", "192.0.2.1:1000")), 429, "TOO_MANY_REQUESTS", "")
+	t.Run("per source and brand", func(t *testing.T) {
+		// Same source, another brand: three failures are below the
+		// source-wide limit (3×3), so only acme is locked for it.
+		wantError(t, e.do(bad("other", "192.0.2.1:1000")), 401, "UNAUTHORIZED", "")
 	})
-	t.Run("per brand", func(t *testing.T) {
-		// Another address, same brand: the brand is locked for unverified
-		// credentials, even correct ones that are not cached.
+	t.Run("same prefix, another address", func(t *testing.T) {
+		// 192.0.2.1 and 192.0.2.200 are one /24: one attacker.
+		wantError(t, e.do(bad("acme", "192.0.2.200:1000")), 429, "TOO_MANY_REQUESTS", "")
+	})
+	t.Run("brand open from elsewhere", func(t *testing.T) {
+		// Another source, same brand: the brand is not locked, even for
+		// correct credentials that are not cached.
 		r := e.as("acme", "GET", list)
 		r.remote = "203.0.113.9:1"
-		r.pass = e.secrets["acme"] + "-not-cached"
-		wantError(t, e.do(r), 429, "TOO_MANY_REQUESTS", "")
+		wantStatus(t, e.do(r), 404)
 	})
 	t.Run("cached credentials still work", func(t *testing.T) {
 		wantStatus(t, e.do(good), 404)

@@ -55,12 +55,19 @@ type Options struct {
 	// CredentialTTL is how long a verified brand secret is trusted without
 	// paying argon2 again; 0 means 60 s.
 	CredentialTTL time.Duration
-	// MaxFailures failed logins from one client address, or against one
-	// brand, within FailureWindow lock that address or brand out for
-	// Lockout. Zeros mean 10, 1 min and 1 min.
-	MaxFailures   int
-	FailureWindow time.Duration
-	Lockout       time.Duration
+	// MaxFailures failed logins for one brand from one source prefix (/24
+	// IPv4, /56 IPv6) within FailureWindow lock that source out of that
+	// brand for Lockout; SourceMaxFailures failures from one source prefix,
+	// whatever the brands, lock it out of every brand. A brand is never
+	// locked out as a whole. Zeros mean 10, 3×MaxFailures, 1 min and 1 min.
+	MaxFailures       int
+	SourceMaxFailures int
+	FailureWindow     time.Duration
+	Lockout           time.Duration
+	// HashWait bounds how long a login waits for one of the GOMAXPROCS
+	// password-hashing slots before it is answered 503 with Retry-After;
+	// 0 means 1 s.
+	HashWait time.Duration
 }
 
 // Server is the HTTP handler of the brand and admin APIs.
@@ -76,7 +83,9 @@ type Server struct {
 	operatorSet bool
 	creds       *credCache
 	argonSlots  chan struct{}
-	throttle    *throttle
+	hashWait    time.Duration
+	pairs       *throttle // failures per source prefix and brand, and the operator's per prefix
+	sources     *throttle // failures per source prefix, whatever the brand
 	router      chi.Router
 }
 
@@ -91,6 +100,12 @@ func New(o Options) *Server {
 	if o.MaxFailures == 0 {
 		o.MaxFailures = 10
 	}
+	if o.SourceMaxFailures == 0 {
+		o.SourceMaxFailures = 3 * o.MaxFailures
+	}
+	if o.HashWait == 0 {
+		o.HashWait = time.Second
+	}
 	if o.FailureWindow == 0 {
 		o.FailureWindow = time.Minute
 	}
@@ -102,7 +117,9 @@ func New(o Options) *Server {
 		metrics: o.Metrics, now: o.Now,
 		creds:      newCredCache(o.CredentialTTL, o.Now),
 		argonSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
-		throttle:   newThrottle(o.MaxFailures, o.FailureWindow, o.Lockout, o.Now),
+		hashWait:   o.HashWait,
+		pairs:      newThrottle(o.MaxFailures, o.FailureWindow, o.Lockout, o.Now),
+		sources:    newThrottle(o.SourceMaxFailures, o.FailureWindow, o.Lockout, o.Now),
 	}
 	if o.OperatorToken != "" {
 		s.operatorSum, s.operatorSet = sha256.Sum256([]byte(o.OperatorToken)), true
