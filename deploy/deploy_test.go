@@ -119,8 +119,10 @@ func str(v any) string {
 func TestDockerfile(t *testing.T) {
 	df := readFile(t, "Dockerfile")
 	for _, want := range []string{
-		"FROM golang:1.26 AS build",
-		"CGO_ENABLED=0",
+		"FROM golang:1.26-bookworm AS build",
+		"CGO_ENABLED=1",
+		"FROM gcr.io/distroless/base-debian12:nonroot", // glibc and libcrypto.so.3
+		"DKIMD_RSA_BACKEND=openssl",
 		"go build",
 		"./cmd/dkimd",
 		"EXPOSE",
