@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
@@ -22,11 +21,13 @@ import (
 	gomilter "github.com/d--j/go-milter"
 
 	"dkimd/internal/milter"
+	"dkimd/internal/rsasign"
 )
 
 // The transport floor: an HTTP endpoint and a milter built on the libraries
 // dkimd uses (net/http, d--j/go-milter) that do nothing per message but
-// read it, make one bare RSA-2048 signature and answer with a fixed field
+// read it, make one bare RSA-2048 signature (with the benchmark's RSA
+// backend, as dkimd serve signs) and answer with a fixed field
 // of a DKIM-Signature's size. Run in a process of its own, like dkimd
 // serve, it shows what those libraries and the kernel's TCP cost around a
 // signature before any DKIM work: the best a path built on them can reach.
@@ -51,10 +52,13 @@ func runFloorServer(spec string) {
 	}
 	key, err := x509.ParsePKCS1PrivateKey(block.Bytes)
 	must(err)
-	key.Precompute()
+	backend, _, err := rsasign.Select(*rsaBackend)
+	must(err)
+	signer, err := backend.Signer(key)
+	must(err)
 	sign := func(msg string) error {
 		digest := sha256.Sum256([]byte(msg))
-		_, err := rsa.SignPKCS1v15(nil, key, crypto.SHA256, digest[:])
+		_, err := signer.Sign(nil, digest[:], crypto.SHA256)
 		return err
 	}
 
@@ -113,7 +117,7 @@ func startFloor(dir string, e *env) server {
 	milterAddr := fmt.Sprintf("127.0.0.1:%d", freePort())
 	self, err := os.Executable()
 	must(err)
-	cmd := exec.Command(self, "-floor-server", httpAddr+","+milterAddr+","+keyFile)
+	cmd := exec.Command(self, "-floor-server", httpAddr+","+milterAddr+","+keyFile, "-rsa-backend", *rsaBackend)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if *serverEnv != "" {
 		cmd.Env = append(os.Environ(), strings.Fields(*serverEnv)...)

@@ -1,7 +1,9 @@
 // Command sign benchmarks dkimd's signing paths (library, HTTP endpoint,
-// milter) on 2 KB and 100 KB messages, next to the raw crypto limit measured
-// in the same run (bare RSA-2048 / Ed25519 sign loops) and to OpenDKIM
-// (Debian opendkim) driven through the milter protocol by the same client.
+// milter) on 2 KB and 100 KB messages, next to the hardware's limit measured
+// in the same run (`openssl speed rsa2048` on one core between the slices
+// of every row; Go's bare Ed25519 for dual signatures), to the same bare
+// signatures made in this process, and to OpenDKIM (Debian opendkim)
+// driven through the milter protocol by the same client.
 // Run it with `make bench-sign`; see docs/performance.md, "Signing".
 //
 // Every measurement uses the same number of concurrent workers, and the
@@ -39,11 +41,11 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
-	"github.com/emersion/go-msgauth/dkim"
 
 	"dkimd/internal/keystore"
 	"dkimd/internal/milter/miltertest"
 	"dkimd/internal/provision"
+	"dkimd/internal/rsasign"
 	"dkimd/internal/sealbox"
 	"dkimd/internal/signer"
 	"dkimd/internal/signer/signertest"
@@ -65,6 +67,7 @@ var (
 	sessions    = flag.Int("milter-sessions", 16, "concurrent milter sessions of the second milter comparison")
 	sizesFlag   = flag.String("sizes", "2,100", "message sizes in KB, comma-separated")
 	serverEnv   = flag.String("server-env", "", "extra environment of dkimd serve, e.g. \"GOMAXPROCS=1 GOGC=200\"")
+	rsaBackend  = flag.String("rsa-backend", "auto", "--rsa-backend of dkimd serve, and the backend of the bare and floor signatures")
 )
 
 // result is one measurement.
@@ -330,48 +333,69 @@ func main() {
 	fmt.Printf("dkimd sign benchmark: GOMAXPROCS=%d, %d workers, %v per measurement, %s/%s\n\n",
 		runtime.GOMAXPROCS(0), *concurrency, *duration, runtime.GOOS, runtime.GOARCH)
 
-	digest := sha256.Sum256([]byte("raw crypto"))
-	bareRSA := func() (func() error, func()) {
-		return func() error {
-			_, err := rsa.SignPKCS1v15(nil, e.rsaKey, crypto.SHA256, digest[:])
-			return err
-		}, nil
+	backend, unavailable, err := rsasign.Select(*rsaBackend)
+	must(err)
+	if unavailable != nil {
+		log.Printf("RSA backend: go (%v)", unavailable)
 	}
+	rsaSigner, err := backend.Signer(e.rsaKey)
+	must(err)
+	goRSA, err := rsasign.Backend{}.Signer(e.rsaKey)
+	must(err)
+	digest := sha256.Sum256([]byte("raw crypto"))
+	bareSign := func(k crypto.Signer) func() (func() error, func()) {
+		return func() (func() error, func()) {
+			return func() error {
+				_, err := k.Sign(nil, digest[:], crypto.SHA256)
+				return err
+			}, nil
+		}
+	}
+	bareRSA := bareSign(rsaSigner)
 	bareEd := func() (func() error, func()) {
 		return func() error { ed25519.Sign(e.edKey, digest[:]); return nil }, nil
 	}
-	rawRSA := run("raw RSA-2048 sign", *concurrency, 0, bareRSA)
-	rawEd := run("raw Ed25519 sign", *concurrency, 0, bareEd)
-	// A dual signature costs one of each.
-	rawDual := 1 / (1/rawRSA.cpuRate() + 1/rawEd.cpuRate())
-	fmt.Printf("%-40s %10s %14s\n", "bare crypto", "rate", "per CPU-second")
-	fmt.Printf("%-40s %8.0f/s %12.0f/s\n%-40s %8.0f/s %12.0f/s\n%-40s %10s %12.0f/s\n\n", rawRSA.name, rawRSA.rate(), rawRSA.cpuRate(),
-		rawEd.name, rawEd.rate(), rawEd.cpuRate(), "raw RSA-2048 + Ed25519 (dual signature)", "", rawDual)
+
+	// The hardware's limit: OpenSSL's own `openssl speed` on one core,
+	// beside the same signature made in this process by each RSA backend
+	// and by Go's Ed25519.
+	var sslRSA, sslEd speed
+	sslRSA.run("rsa2048")
+	sslEd.run("ed25519")
+	rawRSA := run("bare RSA-2048, "+backend.Name()+" backend", *concurrency, 0, bareRSA)
+	rawGo := run("bare RSA-2048, go backend (crypto/rsa)", *concurrency, 0, bareSign(goRSA))
+	rawEd := run("bare Ed25519 (crypto/ed25519)", *concurrency, 0, bareEd)
+	fmt.Printf("RSA backend: %s\n\n%-44s %14s %12s\n", backend.Name(), "bare crypto", "per CPU-second", "vs openssl")
+	fmt.Printf("%-44s %12.0f/s %12s\n", "openssl speed rsa2048 (one core)", sslRSA.rate(), "1.00")
+	for _, r := range []result{rawRSA, rawGo} {
+		fmt.Printf("%-44s %12.0f/s %12.2f\n", r.name, r.cpuRate(), r.cpuRate()/sslRSA.rate())
+	}
+	fmt.Printf("%-44s %12.0f/s %12s\n", "openssl speed ed25519 (one core)", sslEd.rate(), "1.00")
+	fmt.Printf("%-44s %12.0f/s %12.2f\n\n", rawEd.name, rawEd.cpuRate(), rawEd.cpuRate()/sslEd.rate())
 
 	// What a process gets done per second of its own CPU time drifts here
 	// by ±10% within seconds (a shared VM), so a ceiling measured apart from
 	// a row, even just before and after it, moves that row's ratio by as
-	// much. Each row is therefore cut into slices of sliceLen, and bare
-	// crypto runs between them and at both ends: drift falls on the row and
-	// on its ceiling alike.
-	const sliceLen = 500 * time.Millisecond
-	// Each row also gets a second reference: go-msgauth alone signing the
-	// same message in this process (goMsgauth), which the issue names as
-	// the signing library. What separates it from bare crypto is the
-	// library's; what separates a row from it is dkimd's.
-	measure := func(dual bool, msg []byte, name string, workers, pid int, w func() (func() error, func())) (r result, crypto, library float64) {
+	// much. Each row is therefore cut into slices of sliceLen, and its
+	// references run between them and at both ends: `openssl speed
+	// -seconds 1` (the ceiling; dual rows add Go's bare Ed25519, which is
+	// what dkimd signs Ed25519 with) and the same bare signature in this
+	// process (the bare column): drift falls on the row and on its ceiling
+	// alike.
+	const sliceLen = time.Second
+	measure := func(dual bool, name string, workers, pid int, w func() (func() error, func())) (r result, ceiling, bare float64) {
 		row := startPool(name, workers, w)
 		bareR := startPool("bare RSA", *concurrency, bareRSA)
 		bareE := startPool("bare Ed25519", *concurrency, bareEd)
-		lib := startPool("go-msgauth", *concurrency, goMsgauth(e, msg, dual))
-		var cr, ce, cl result
+		var ssl speed
+		var cr, ce result
 		r.name = name
 		refs := func() {
-			bareR.timed(sliceLen/2, 0, &cr)
+			ssl.run("rsa2048")
+			bareR.timed(sliceLen/4, 0, &cr)
 			if dual {
-				bareE.timed(sliceLen/4, 0, &ce)
+				bareE.timed(sliceLen/8, 0, &ce)
 			}
-			lib.timed(sliceLen/2, 0, &cl)
 		}
 		refs()
 		for range max(2, int(*duration/sliceLen)) {
@@ -379,23 +403,18 @@ func main() {
 			refs()
 		}
 		row.close(&r)
-		for _, p := range []struct {
-			p *pool
-			r *result
-		}{{bareR, &cr}, {bareE, &ce}, {lib, &cl}} {
-			p.p.close(p.r)
-		}
-		if cl.failures > 0 {
-			log.Fatalf("go-msgauth alone failed %d times", cl.failures)
-		}
-		crypto = cr.cpuRate()
+		bareR.close(&cr)
+		bareE.close(&ce)
+		ceiling, bare = ssl.rate(), cr.cpuRate()
 		if dual {
-			crypto = 1 / (1/crypto + 1/ce.cpuRate())
+			// A dual signature costs one of each.
+			ceiling = 1 / (1/ceiling + 1/ce.cpuRate())
+			bare = 1 / (1/bare + 1/ce.cpuRate())
 		}
-		return r, crypto, cl.cpuRate()
+		return r, ceiling, bare
 	}
 
-	d := startDkimd(dir)
+	d := startDkimd(dir, *rsaBackend)
 	defer d.stop()
 	floor := startFloor(dir, e)
 	defer floor.stop()
@@ -404,11 +423,11 @@ func main() {
 	lib := e.newSigner("library")
 
 	fmt.Println("per CPU-s: messages per CPU-second of the server process (dkimd serve, opendkim), or of")
-	fmt.Println("this process for the library; crypto: the bare-crypto ceiling per CPU-second measured")
-	fmt.Println("in slices interleaved with that row's (vs crypto divides by it); +client: per CPU-s with the client's CPU added.")
-	fmt.Println("vs go-msgauth divides by go-msgauth alone signing the same message in this process,")
-	fmt.Println("measured in the same slices (go-msgauth column).")
-	fmt.Printf("%-34s %9s %9s %9s %11s %10s %11s %12s %11s %11s %11s\n", "path / message / keys", "rate", "p50", "p99", "per CPU-s", "vs crypto", "crypto", "vs go-msgauth", "go-msgauth", "vs OpenDKIM", "+client")
+	fmt.Println("this process for the library. openssl: `openssl speed rsa2048` per CPU-second on one core,")
+	fmt.Println("run between the row's slices (dual rows: with Go's bare Ed25519 added, one signature of each);")
+	fmt.Println("vs openssl divides by it. bare: the same signature(s) made in this process with dkimd's RSA")
+	fmt.Println("backend, in the same slices. +client: per CPU-s with the client's CPU added.")
+	fmt.Printf("%-34s %9s %9s %9s %11s %11s %10s %11s %8s %11s %11s\n", "path / message / keys", "rate", "p50", "p99", "per CPU-s", "openssl", "vs openssl", "bare", "vs bare", "vs OpenDKIM", "+client")
 	for _, size := range messageSizes(*sizesFlag) {
 		for _, alg := range []struct {
 			name, domain string
@@ -423,13 +442,13 @@ func main() {
 				// so each message waits out the client's delayed ACK
 				// (~40 ms): at few sessions it is latency-bound, not
 				// CPU-bound. Many sessions show its CPU-bound rate.
-				r, c, l := measure(alg.dual, msg, fmt.Sprintf("OpenDKIM milter x%d %s", *sessions, label), *sessions, od.pid, milterWorker(od.addr, msg, true))
-				printRow(r, c, l, 0)
-				r2, c, l := measure(alg.dual, msg, fmt.Sprintf("dkimd milter x%d %s", *sessions, label), *sessions, d.pid, milterWorker(d.milterAddr, msg, true))
-				printRow(r2, c, l, r.cpuRate())
-				r, c, l = measure(alg.dual, msg, "OpenDKIM milter "+label, *concurrency, od.pid, milterWorker(od.addr, msg, true))
+				r, c, b := measure(alg.dual, fmt.Sprintf("OpenDKIM milter x%d %s", *sessions, label), *sessions, od.pid, milterWorker(od.addr, msg, true))
+				printRow(r, c, b, 0)
+				r2, c, b := measure(alg.dual, fmt.Sprintf("dkimd milter x%d %s", *sessions, label), *sessions, d.pid, milterWorker(d.milterAddr, msg, true))
+				printRow(r2, c, b, r.cpuRate())
+				r, c, b = measure(alg.dual, "OpenDKIM milter "+label, *concurrency, od.pid, milterWorker(od.addr, msg, true))
 				odRate = r.cpuRate()
-				printRow(r, c, l, 0)
+				printRow(r, c, b, 0)
 			}
 			for _, p := range []struct {
 				name   string
@@ -449,17 +468,51 @@ func main() {
 					if p.name == "milter" {
 						worker = milterWorker(floor.milterAddr, msg, true)
 					}
-					r, c, l := measure(false, msg, "floor "+p.name+" "+label, *concurrency, floor.pid, worker)
-					printRow(r, c, l, 0)
+					r, c, b := measure(false, "floor "+p.name+" "+label, *concurrency, floor.pid, worker)
+					printRow(r, c, b, 0)
 				}
 				if !strings.Contains(p.name, *only) {
 					continue
 				}
-				r, c, l := measure(alg.dual, msg, "dkimd "+p.name+" "+label, *concurrency, p.pid, p.worker)
-				printRow(r, c, l, odRate)
+				r, c, b := measure(alg.dual, "dkimd "+p.name+" "+label, *concurrency, p.pid, p.worker)
+				printRow(r, c, b, odRate)
 			}
 		}
 	}
+}
+
+// speed adds up runs of `openssl speed -seconds 1 -mr ALG`: the signatures
+// it made and the CPU time it counted for them (its own user time, which
+// the machine-readable +R line gives to 10 ms).
+type speed struct {
+	sigs int
+	cpu  float64
+}
+
+func (s *speed) rate() float64 { return float64(s.sigs) / s.cpu }
+
+func (s *speed) run(alg string) {
+	out, err := exec.Command("openssl", "speed", "-seconds", "1", "-mr", alg).CombinedOutput()
+	if err != nil {
+		log.Fatalf("openssl speed %s: %v\n%s", alg, err, out)
+	}
+	// +R1:count:2048:seconds for RSA signing, +R8:count:253:Ed25519:seconds
+	// for Ed25519.
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Split(strings.TrimSpace(line), ":")
+		if len(f) < 4 || (f[0] != "+R1" && f[0] != "+R8") {
+			continue
+		}
+		n, err1 := strconv.Atoi(f[1])
+		t, err2 := strconv.ParseFloat(f[len(f)-1], 64)
+		if err1 != nil || err2 != nil {
+			break
+		}
+		s.sigs += n
+		s.cpu += t
+		return
+	}
+	log.Fatalf("openssl speed %s: no signing line in\n%s", alg, out)
 }
 
 // messageSizes parses -sizes: kilobyte counts, comma-separated.
@@ -475,7 +528,7 @@ func messageSizes(list string) []int {
 	return sizes
 }
 
-func printRow(r result, ceiling, library, opendkim float64) {
+func printRow(r result, ceiling, bare, opendkim float64) {
 	vsOD := "-"
 	if opendkim > 0 {
 		vsOD = fmt.Sprintf("%.2fx", r.cpuRate()/opendkim)
@@ -488,41 +541,8 @@ func printRow(r result, ceiling, library, opendkim float64) {
 	if r.failures > 0 {
 		fail = fmt.Sprintf("  (%d failures)", r.failures)
 	}
-	fmt.Printf("%-34s %7.0f/s %9s %9s %9.0f/s %9.0f%% %9.0f/s %11.0f%% %9.0f/s %11s %11s%s\n", r.name, r.rate(), r.pct(0.5).Round(10*time.Microsecond),
-		r.pct(0.99).Round(10*time.Microsecond), r.cpuRate(), 100*r.cpuRate()/ceiling, ceiling, 100*r.cpuRate()/library, library, vsOD, all, fail)
-}
-
-// goMsgauth signs msg with go-msgauth alone, as the signer configures it,
-// with the RSA key and, for dual, the Ed25519 key too: the library's own
-// cost, with no key lookup, streaming or transport.
-func goMsgauth(e *env, msg []byte, dual bool) func() (func() error, func()) {
-	keys := []crypto.Signer{e.rsaKey}
-	if dual {
-		keys = append(keys, e.edKey)
-	}
-	return func() (func() error, func()) {
-		return func() error {
-			signers := make([]*dkim.Signer, 0, len(keys))
-			writers := make([]io.Writer, 0, len(keys))
-			for _, k := range keys {
-				s, err := dkim.NewSigner(signer.SignOptions(rsaDom, "selector1", k))
-				if err != nil {
-					return err
-				}
-				signers, writers = append(signers, s), append(writers, s)
-			}
-			if _, err := io.MultiWriter(writers...).Write(msg); err != nil {
-				return err
-			}
-			for _, s := range signers {
-				if err := s.Close(); err != nil {
-					return err
-				}
-				_ = s.Signature()
-			}
-			return nil
-		}, nil
-	}
+	fmt.Printf("%-34s %7.0f/s %9s %9s %9.0f/s %9.0f/s %10.2f %9.0f/s %8.2f %11s %11s%s\n", r.name, r.rate(), r.pct(0.5).Round(10*time.Microsecond),
+		r.pct(0.99).Round(10*time.Microsecond), r.cpuRate(), ceiling, r.cpuRate()/ceiling, bare, r.cpuRate()/bare, vsOD, all, fail)
 }
 
 // server is a process under test.
@@ -558,7 +578,7 @@ func waitListening(addrs ...string) error {
 // startDkimd builds and runs `dkimd serve` on the benchmark's store (the
 // SQLite file and key-encryption key in dir), with only the sign endpoint
 // and the milter listening.
-func startDkimd(dir string) server {
+func startDkimd(dir, rsaBackend string) server {
 	bin := filepath.Join(dir, "dkimd")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/dkimd")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
@@ -568,7 +588,8 @@ func startDkimd(dir string) server {
 	// The API cannot be disabled; it listens on a spare port, idle.
 	cmd := exec.Command(bin, "serve", "--data-dir", dir, "--zone", zoneName,
 		"--api-addr", fmt.Sprintf("127.0.0.1:%d", freePort()), "--dns-addr", "", "--ops-addr", "",
-		"--sign-addr", signAddr, "--milter-addr", milterAddr, "--key-pool-size", "0", "--log-level", "warn")
+		"--sign-addr", signAddr, "--milter-addr", milterAddr, "--key-pool-size", "0", "--log-level", "warn",
+		"--rsa-backend", rsaBackend)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if *serverEnv != "" {
 		cmd.Env = append(os.Environ(), strings.Fields(*serverEnv)...)
