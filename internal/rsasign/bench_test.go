@@ -38,6 +38,36 @@ func BenchmarkSign(b *testing.B) {
 	}
 }
 
+// BenchmarkSignParallel signs on GOMAXPROCS goroutines at once: with
+// every P inside a long cgo call, the Go scheduler hands Ps off and wakes
+// threads around the calls, which a single goroutine does not show.
+func BenchmarkSignParallel(b *testing.B) {
+	k := key2048(b, 0)
+	d := sha256.Sum256([]byte("bench"))
+	for _, name := range []string{rsasign.Go, rsasign.OpenSSL} {
+		b.Run(name, func(b *testing.B) {
+			be, _, err := rsasign.Select(name)
+			if err != nil {
+				b.Skip(err)
+			}
+			s, err := be.Signer(k)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cpu0 := processCPU(b)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := s.Sign(nil, d[:], crypto.SHA256); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/(processCPU(b)-cpu0).Seconds(), "sig/CPU-s")
+		})
+	}
+}
+
 // BenchmarkSignRatio alternates the two backends signature by signature,
 // so that a shared machine's drift falls on both alike, and reports
 // OpenSSL's rate over Go's (openssl/go).
