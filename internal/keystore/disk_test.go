@@ -131,7 +131,6 @@ func TestSQLiteReadOnly(t *testing.T) {
 			if _, err := tx.CreateBrand(ctx, keystore.Brand{Name: "zeta", SecretHash: "h", CreatedAt: t0, UpdatedAt: t0}); err != nil {
 				return err
 			}
-			tx.ZoneChanged(keystore.OwnerBrand, "zeta")
 			return nil
 		})
 		if err == nil {

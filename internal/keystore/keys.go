@@ -70,12 +70,21 @@ func (t *txn) PutKey(ctx context.Context, k Key) error {
 	if err != nil {
 		return fmt.Errorf("keystore: put key %s/%s: %w", k.Owner, k.Selector, classify(err))
 	}
+	t.zoneChanged(k.OwnerKind, k.Owner)
 	return nil
 }
 
 func (t *txn) DeleteKeys(ctx context.Context, kind OwnerKind, owner string) error {
-	if _, err := t.q.ExecContext(ctx, `DELETE FROM keys WHERE owner_kind = $1 AND owner = $2`, string(kind), owner); err != nil {
+	res, err := t.q.ExecContext(ctx, `DELETE FROM keys WHERE owner_kind = $1 AND owner = $2`, string(kind), owner)
+	if err != nil {
 		return fmt.Errorf("keystore: delete keys of %s: %w", owner, classify(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("keystore: delete keys of %s: %w", owner, classify(err))
+	}
+	if n > 0 {
+		t.zoneChanged(kind, owner)
 	}
 	return nil
 }

@@ -161,12 +161,12 @@ type Tx interface {
 	UpdateDomain(ctx context.Context, d Domain) (Domain, error)
 	DeleteDomain(ctx context.Context, name string) error
 	// PutKey creates or replaces the key in a slot: a slot never holds two.
+	// Like DeleteKeys, it records a change of the owner's published
+	// records: the commit raises the zone serial once, journals the owner
+	// and tells the watchers (Watch).
 	PutKey(ctx context.Context, k Key) error
 	DeleteKeys(ctx context.Context, kind OwnerKind, owner string) error
 	AppendAudit(ctx context.Context, r AuditRecord) error
-	// ZoneChanged records that an owner's published records changed; the
-	// commit then raises the zone serial once and tells the DNS servers.
-	ZoneChanged(kind OwnerKind, owner string)
 }
 
 // Store is the persistent state.

@@ -195,7 +195,11 @@ type change struct {
 	owner string
 }
 
-func (t *txn) ZoneChanged(kind OwnerKind, owner string) {
+// zoneChanged records that an owner's published records changed; the
+// commit then raises the zone serial once, journals the owner and tells the
+// watchers. Keys are the only published records, and PutKey and DeleteKeys
+// call it themselves, so no writer can forget it.
+func (t *txn) zoneChanged(kind OwnerKind, owner string) {
 	if t.changed == nil {
 		t.changed = map[change]struct{}{}
 	}

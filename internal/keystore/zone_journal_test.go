@@ -16,8 +16,9 @@ func TestZoneJournalPrune(t *testing.T) {
 		}
 		for _, b := range []string{"a1", "a2", "a3", "a4", "a5"} {
 			mustUpdate(t, s, func(tx keystore.Tx) error {
-				tx.ZoneChanged(keystore.OwnerBrand, b)
-				return nil
+				k := key(b, "selector1", keystore.StateActive)
+				k.OwnerKind = keystore.OwnerBrand
+				return tx.PutKey(ctx, k)
 			})
 		}
 		serial, _ := s.Serial(ctx)

@@ -48,7 +48,6 @@ func (s *Service) CreateBrand(ctx context.Context, name string, actor Actor) (st
 				return err
 			}
 		}
-		tx.ZoneChanged(keystore.OwnerBrand, name)
 		return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "brand.create", Brand: name, RequestID: actor.RequestID})
 	})
 	if err != nil {
@@ -94,7 +93,6 @@ func (s *Service) DeleteBrand(ctx context.Context, name string, actor Actor) err
 		if err := tx.DeleteBrand(ctx, name); err != nil {
 			return err
 		}
-		tx.ZoneChanged(keystore.OwnerBrand, name)
 		return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "brand.delete", Brand: name, RequestID: actor.RequestID})
 	})
 	if err != nil {

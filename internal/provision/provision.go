@@ -198,7 +198,6 @@ func (s *Service) CreateDomain(ctx context.Context, brand, domain string, opts D
 				return err
 			}
 		}
-		tx.ZoneChanged(keystore.OwnerDomain, domain)
 		return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "domain.create",
 			Brand: brand, Domain: domain, RequestID: actor.RequestID})
 	})
@@ -260,7 +259,6 @@ func (s *Service) DeleteDomain(ctx context.Context, brand, domain string, actor 
 				return err
 			}
 		}
-		tx.ZoneChanged(keystore.OwnerDomain, domain)
 		return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "domain.delete",
 			Brand: brand, Domain: domain, RequestID: actor.RequestID})
 	})

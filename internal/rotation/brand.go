@@ -86,7 +86,6 @@ func (s *Service) stepBrand(ctx context.Context, b keystore.Brand, now time.Time
 			}
 			rotated = true
 		}
-		tx.ZoneChanged(keystore.OwnerBrand, b.Name)
 		return nil
 	})
 	if err != nil {

@@ -127,9 +127,6 @@ func (s *Service) apply(ctx context.Context, tx keystore.Tx, o outcome) error {
 			return err
 		}
 	}
-	if len(o.put) > 0 {
-		tx.ZoneChanged(o.put[0].OwnerKind, o.put[0].Owner)
-	}
 	return nil
 }
 

@@ -175,7 +175,6 @@ func (s *Service) emergency(ctx context.Context, brand, domain string, actor pro
 			if out, err = tx.UpdateDomain(ctx, cur); err != nil {
 				return err
 			}
-			tx.ZoneChanged(keystore.OwnerDomain, domain)
 			if err := tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "domain.rotate-emergency", Brand: brand,
 				Domain: domain, RequestID: actor.RequestID, Detail: fmt.Sprintf("%s revoked, %s active", ps[0][0], ps[0][1])}); err != nil {
 				return err

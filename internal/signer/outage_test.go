@@ -301,7 +301,6 @@ func TestKeepWarmFollowsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := f.Store.Update(actx, func(tx keystore.Tx) error {
-		tx.ZoneChanged(keystore.OwnerBrand, signertest.Brand)
 		return tx.PutKey(actx, edKey)
 	}); err != nil {
 		t.Fatal(err)

@@ -360,7 +360,6 @@ func TestKeyChangesReachTheSigner(t *testing.T) {
 		if _, err := tx.UpdateDomain(ctx, d); err != nil {
 			return err
 		}
-		tx.ZoneChanged(keystore.OwnerDomain, signertest.AlignedRSA)
 		return nil
 	})
 	if err != nil {

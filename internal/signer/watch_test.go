@@ -74,7 +74,6 @@ func TestWatchSeesOtherReplicas(t *testing.T) {
 				return err
 			}
 		}
-		tx.ZoneChanged(keystore.OwnerBrand, "acme")
 		return nil
 	})
 	if err != nil {

@@ -89,7 +89,6 @@ func run(dataDir, dbURL string, n int, queries string, nQueries int, zone string
 					}
 				}
 			}
-			tx.ZoneChanged(keystore.OwnerBrand, "bench")
 			return nil
 		})
 		if err != nil {

@@ -72,7 +72,6 @@ func New(t testing.TB) *Fixture {
 	edKey, err := svc.NewKey(ctx, keystore.OwnerBrand, BrandEd, provision.Selector1Ed25519, dkimkey.Ed25519, 0, keystore.StateActive)
 	must(err)
 	must(store.Update(ctx, func(tx keystore.Tx) error {
-		tx.ZoneChanged(keystore.OwnerBrand, BrandEd)
 		return tx.PutKey(ctx, edKey)
 	}))
 	for _, m := range [][2]string{
