@@ -39,12 +39,16 @@ type SQL struct {
 	log     *slog.Logger
 	watch   watchers // Watch's subscribers
 	leaders leaders  // Leader's lock holders, released by Close
+
+	dataDir   string    // the data dir the store secured, "" for none
+	modeFixes []ModeFix // what opening tightened, logged by SetLog
 }
 
 // OpenSQLite opens (creating if needed) the embedded database under dataDir.
 func OpenSQLite(dataDir string) (*SQL, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("keystore: data dir: %w", err)
+	fixes, err := secureDataDir(dataDir, true)
+	if err != nil {
+		return nil, err
 	}
 	// SQLite reports a read-only or full directory only as "unable to open
 	// database file"; find out first, and say it plainly.
@@ -52,6 +56,9 @@ func OpenSQLite(dataDir string) (*SQL, error) {
 		return nil, err
 	}
 	path := filepath.Join(dataDir, SQLiteFileName)
+	if err := createPrivate(path); err != nil {
+		return nil, err
+	}
 	// WAL with synchronous=FULL: a commit is on disk when it returns.
 	// immediate transactions take the write lock up front, so two writers
 	// queue on busy_timeout instead of failing on a lock upgrade.
@@ -63,6 +70,7 @@ func OpenSQLite(dataDir string) (*SQL, error) {
 		return nil, fmt.Errorf("keystore: open sqlite: %w", err)
 	}
 	s := newSQL(db, SQLite, path)
+	s.dataDir, s.modeFixes = dataDir, fixes
 	if err := s.Ping(context.Background()); err != nil {
 		db.Close()
 		return nil, err
@@ -102,12 +110,25 @@ func OpenPostgres(ctx context.Context, url string) (*SQL, error) {
 }
 
 // Open picks the dialect: Postgres when databaseURL is set, else SQLite
-// under dataDir.
+// under dataDir. With Postgres a data dir that exists (it may hold the KEK
+// and the operator token) gets the same modes as SQLite's.
 func Open(ctx context.Context, dataDir, databaseURL string) (*SQL, error) {
-	if databaseURL != "" {
-		return OpenPostgres(ctx, databaseURL)
+	if databaseURL == "" {
+		return OpenSQLite(dataDir)
 	}
-	return OpenSQLite(dataDir)
+	var fixes []ModeFix
+	if dataDir != "" {
+		var err error
+		if fixes, err = secureDataDir(dataDir, false); err != nil {
+			return nil, err
+		}
+	}
+	s, err := OpenPostgres(ctx, databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	s.modeFixes = fixes
+	return s, nil
 }
 
 func newSQL(db *sql.DB, dialect, url string) *SQL {
@@ -116,8 +137,12 @@ func newSQL(db *sql.DB, dialect, url string) *SQL {
 }
 
 // SetLog sets the logger of the store's own loops (the Postgres change
-// listener); the default discards.
-func (s *SQL) SetLog(log *slog.Logger) { s.log = log }
+// listener); the default discards. It first reports there the data dir
+// modes that opening the store had to tighten.
+func (s *SQL) SetLog(log *slog.Logger) {
+	s.log = log
+	s.logModeFixes()
+}
 
 // Dialect is SQLite or Postgres.
 func (s *SQL) Dialect() string { return s.dialect }

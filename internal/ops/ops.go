@@ -95,17 +95,60 @@ func runCheck(ctx context.Context, check func(context.Context) error) (err error
 	return check(ctx)
 }
 
-// Store is what the built-in store checks need; *keystore.SQL has both.
+// Store is what the built-in store checks need; *keystore.SQL has them.
 type Store interface {
 	Ping(ctx context.Context) error
 	SchemaCurrent(ctx context.Context) error
+	WriteProbe(ctx context.Context) error
 }
 
-// RegisterStore adds the "store" (database answers) and "schema" (every
-// migration this binary knows is applied) checks.
+// WriteProbeEvery is how often, at most, the "store" check writes: probes
+// come every few seconds from each orchestrator and load balancer, and one
+// small write per interval is enough to notice a store turned read-only.
+const WriteProbeEvery = 10 * time.Second
+
+// RegisterStore adds the "store" (the database answers and takes a write,
+// at most every WriteProbeEvery) and "schema" (every migration this binary
+// knows is applied) checks.
 func (r *Readiness) RegisterStore(s Store) {
-	r.Register("store", s.Ping)
+	r.RegisterStoreEvery(s, WriteProbeEvery, time.Now)
+}
+
+// RegisterStoreEvery is RegisterStore with the write probe's interval and
+// clock given, for tests.
+func (r *Readiness) RegisterStoreEvery(s Store, every time.Duration, now func() time.Time) {
+	p := &writeProbe{probe: s.WriteProbe, every: every, now: now}
+	r.Register("store", func(ctx context.Context) error {
+		if err := s.Ping(ctx); err != nil {
+			return err
+		}
+		return p.check(ctx)
+	})
 	r.Register("schema", s.SchemaCurrent)
+}
+
+// writeProbe runs a store's write probe at most once per interval and
+// answers with the last outcome in between, so that a flood of /readyz
+// requests is not a flood of writes.
+type writeProbe struct {
+	probe func(context.Context) error
+	every time.Duration
+	now   func() time.Time
+
+	mu   sync.Mutex
+	last time.Time
+	err  error
+}
+
+func (p *writeProbe) check(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	if !p.last.IsZero() && now.Sub(p.last) < p.every {
+		return p.err
+	}
+	p.err, p.last = p.probe(ctx), now
+	return p.err
 }
 
 // RegisterRuntime adds the Go runtime and process collectors and a

@@ -7,12 +7,16 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/clocktest"
 	"dkimd/internal/httpcall"
 	"dkimd/internal/keystore"
 	"dkimd/internal/keystore/keystoretest"
@@ -229,4 +233,92 @@ func TestMethodAndPath(t *testing.T) {
 	if code, _, _ := get(t, f.srv.URL+"/nope"); code != http.StatusNotFound {
 		t.Errorf("GET /nope = %d, want 404", code)
 	}
+}
+
+// TestReadyzStoreTurnsNotReadyWhileWritesFail makes the SQLite files
+// immutable (as root a chmod would not stop a write), so the store still
+// answers reads but takes no write, then lets it write again.
+func TestReadyzStoreTurnsNotReadyWhileWritesFail(t *testing.T) {
+	if _, err := exec.LookPath("chattr"); err != nil {
+		t.Skip("chattr (e2fsprogs) not installed")
+	}
+	dir := t.TempDir()
+	store, err := keystore.OpenSQLite(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	if _, err := store.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ready := ops.NewReadiness()
+	ready.RegisterStoreEvery(store, 0, time.Now) // probe on every request
+	srv := httptest.NewServer(ops.NewHandler(prometheus.NewRegistry(), ready, slog.New(slog.DiscardHandler)))
+	t.Cleanup(srv.Close)
+	f := fixture{srv: srv, store: store, ready: ready}
+
+	if code, rb := getReady(t, f); code != 200 {
+		t.Fatalf("/readyz before = %d %+v", code, rb)
+	}
+	db := filepath.Join(dir, keystore.SQLiteFileName)
+	files := []string{db, db + "-wal"}
+	if out, err := exec.Command("chattr", append([]string{"+i"}, files...)...).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i: %v %s (needs CAP_LINUX_IMMUTABLE)", err, out)
+	}
+	unlock := func() { _ = exec.Command("chattr", append([]string{"-i"}, files...)...).Run() }
+	t.Cleanup(unlock)
+	code, rb := getReady(t, f)
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz on a store that takes no write = %d, want 503", code)
+	}
+	if got := failing(rb); len(got) != 1 || !strings.Contains(got["store"], "write probe") {
+		t.Errorf("failing checks %v, want only store, saying write probe", got)
+	}
+	unlock()
+	if code, rb := getReady(t, f); code != 200 {
+		t.Errorf("/readyz after writes work again = %d %+v", code, rb)
+	}
+}
+
+func TestWriteProbeRunsAtMostOncePerInterval(t *testing.T) {
+	p := &countingStore{}
+	ready := ops.NewReadiness()
+	c := clocktest.New(time.Unix(1e9, 0))
+	ready.RegisterStoreEvery(p, 10*time.Second, c.Now)
+	check := func() bool { ok, _ := ready.Check(context.Background()); return ok }
+	for range 5 {
+		if !check() {
+			t.Fatal("not ready")
+		}
+	}
+	if p.probes.Load() != 1 {
+		t.Errorf("%d probes within one interval, want 1", p.probes.Load())
+	}
+	p.fail.Store(true)
+	if !check() {
+		t.Error("a failure inside the interval is not seen until the next probe; the cached outcome was lost")
+	}
+	c.Add(10 * time.Second)
+	if check() {
+		t.Error("ready after the probe failed")
+	}
+	if p.probes.Load() != 2 {
+		t.Errorf("%d probes after two intervals, want 2", p.probes.Load())
+	}
+}
+
+// countingStore answers reads and counts write probes; fail makes them fail.
+type countingStore struct {
+	probes atomic.Int32
+	fail   atomic.Bool
+}
+
+func (s *countingStore) Ping(context.Context) error          { return nil }
+func (s *countingStore) SchemaCurrent(context.Context) error { return nil }
+func (s *countingStore) WriteProbe(context.Context) error {
+	s.probes.Add(1)
+	if s.fail.Load() {
+		return errors.New("read-only")
+	}
+	return nil
 }

@@ -194,6 +194,12 @@ func LoadOrCreate(dataDir string) (box *Box, path string, created bool, err erro
 		}
 		return nil, path, false, fmt.Errorf("sealbox: %w", err)
 	}
+	// Exactly 0600 whatever the umask took from OpenFile's mode
+	// (docs/operator-guide.md, "Data dir").
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, path, false, fmt.Errorf("sealbox: chmod %s: %w", path, err)
+	}
 	if _, err := f.WriteString(content); err != nil {
 		f.Close()
 		return nil, path, false, fmt.Errorf("sealbox: write %s: %w", path, err)
