@@ -119,10 +119,7 @@ func Label(domain string) string {
 
 // LongestSelector is the longest selector a domain gets, which bounds its label.
 func LongestSelector(ed25519 bool) string {
-	if ed25519 {
-		return "selector2-ed25519"
-	}
-	return "selector2"
+	return SelectorPair(ed25519)[1]
 }
 
 // CheckLabelFits reports ErrLabelTooLong when "<selector>-<label>" would not

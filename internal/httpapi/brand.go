@@ -74,11 +74,6 @@ func timeOrNil(t time.Time) *time.Time {
 	return &u
 }
 
-// txtName is where the zone publishes a domain selector's key.
-func (s *Server) txtName(selector, label string) string {
-	return selector + "-" + label + "._domainkey." + s.zone
-}
-
 func (s *Server) entry(d keystore.Domain, keys []keystore.Key) domainEntry {
 	e := domainEntry{
 		Domain: d.Name, Brand: d.Brand, Status: d.Status, StatusReason: d.StatusReason,
@@ -97,12 +92,12 @@ func (s *Server) entry(d keystore.Domain, keys []keystore.Key) domainEntry {
 
 // selector shows a key's public half only: SealedPrivateKey is never read.
 func (s *Server) selector(d keystore.Domain, k keystore.Key) selectorEntry {
-	target := s.txtName(k.Selector, d.Label)
+	target := domainname.LabelTXTOwner(k.Selector, d.Label, s.zone)
 	return selectorEntry{
 		Selector: k.Selector, State: string(k.State), Algorithm: k.Algorithm, KeyBits: k.KeyBits,
 		PublicKey: base64.StdEncoding.EncodeToString(k.PublicKey),
 		TXTName:   target, TXTValue: dkimkey.TXTValue(k.Algorithm, k.PublicKey),
-		CNAME:       cnameEntry{Name: k.Selector + "._domainkey." + d.Name, Target: target},
+		CNAME:       cnameEntry{Name: domainname.CNAMEName(k.Selector, d.Name), Target: target},
 		PublishedAt: timeOrNil(k.PublishedAt), Fingerprint: k.Fingerprint,
 	}
 }

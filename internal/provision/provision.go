@@ -21,12 +21,12 @@ import (
 	"dkimd/internal/sealbox"
 )
 
-// Selector names (SPEC.md "Names").
+// Selector names, as domainname defines them.
 const (
-	Selector1        = "selector1"
-	Selector2        = "selector2"
-	Selector1Ed25519 = "selector1-ed25519"
-	Selector2Ed25519 = "selector2-ed25519"
+	Selector1        = domainname.Selector1
+	Selector2        = domainname.Selector2
+	Selector1Ed25519 = domainname.Selector1Ed25519
+	Selector2Ed25519 = domainname.Selector2Ed25519
 )
 
 // Errors callers map to statuses; they wrap more detail.

@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 
 	"dkimd/internal/dkimkey"
+	"dkimd/internal/domainname"
 	"dkimd/internal/keystore"
 )
 
@@ -51,22 +52,14 @@ func NewChecker(resolver, zone string) (*Checker, error) {
 // no state.
 var errResolver = errors.New("resolver failure")
 
-// CNAMEName is the name the customer publishes for a selector.
-func CNAMEName(selector, domain string) string { return selector + "._domainkey." + domain }
-
-// TXTName is the name dkimd publishes a domain selector's key under.
-func TXTName(selector, label, zone string) string {
-	return selector + "-" + label + "._domainkey." + zone
-}
-
 // CheckKey checks one selector of domain against the key dkimd publishes
 // for it. A non-nil error means the check could not be made; the returned
 // SelectorCheck then carries the error text and verdict missing.
 func (c *Checker) CheckKey(ctx context.Context, d keystore.Domain, k keystore.Key) (SelectorCheck, error) {
 	sc := SelectorCheck{
 		Selector:    k.Selector,
-		CNAMEName:   CNAMEName(k.Selector, d.Name),
-		CNAMETarget: TXTName(k.Selector, d.Label, c.Zone),
+		CNAMEName:   domainname.CNAMEName(k.Selector, d.Name),
+		CNAMETarget: domainname.LabelTXTOwner(k.Selector, d.Label, c.Zone),
 	}
 	chain, txt, err := c.resolve(ctx, sc.CNAMEName)
 	if err != nil {
