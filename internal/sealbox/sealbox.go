@@ -21,6 +21,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -65,6 +66,23 @@ func New(current string, keks map[string][]byte) (*Box, error) {
 
 // CurrentID is the id of the KEK that seals.
 func (b *Box) CurrentID() string { return b.current }
+
+// IDs lists the ids of every loaded KEK, sorted.
+func (b *Box) IDs() []string {
+	ids := make([]string, 0, len(b.aeads))
+	for id := range b.aeads {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Holds reports whether a KEK with this id is loaded, so that ciphertexts
+// sealed under it open.
+func (b *Box) Holds(id string) bool {
+	_, ok := b.aeads[id]
+	return ok
+}
 
 // Seal encrypts plaintext under the current KEK. The nonce is random and
 // prepended to the ciphertext.
@@ -152,20 +170,46 @@ func DeriveID(k []byte) string {
 	return "k" + hex.EncodeToString(sum[:8])
 }
 
-// LoadFile reads a KEK file, refusing one that others may read.
+// LoadFile reads a KEK file, refusing one that anyone but its owner may
+// read or change.
 func LoadFile(path string) (*Box, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("sealbox: %w", err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("sealbox: %s is readable by others (mode %#o); chmod 600 it", path, fi.Mode().Perm())
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("sealbox: %s is %s by %s (mode %#o); chmod 600 it", path, access(perm), accessors(perm), perm)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("sealbox: %w", err)
 	}
 	return ParseKeyFile(data)
+}
+
+// access says what a mode lets group and others do with a file.
+func access(perm fs.FileMode) string {
+	r, w := perm&0o044 != 0, perm&0o022 != 0
+	switch {
+	case r && w:
+		return "readable and writable"
+	case w:
+		return "writable"
+	}
+	return "readable"
+}
+
+// accessors names who besides the owner a mode lets in: a 0640 file is open
+// to its group, not to others.
+func accessors(perm fs.FileMode) string {
+	g, o := perm&0o070 != 0, perm&0o007 != 0
+	switch {
+	case g && o:
+		return "its group and others"
+	case g:
+		return "its group"
+	}
+	return "others"
 }
 
 // LoadOrCreate loads dataDir/master.key, generating it with mode 0600 when it
@@ -179,20 +223,27 @@ func LoadOrCreate(dataDir string) (box *Box, path string, created bool, err erro
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, path, false, fmt.Errorf("sealbox: %w", err)
 	}
+	box, err = Generate(path)
+	if errors.Is(err, fs.ErrExist) {
+		box, err = LoadFile(path)
+		return box, path, false, err
+	}
+	return box, path, err == nil, err
+}
+
+// Generate writes a new KEK file at path with mode 0600 and returns its
+// Box. It never replaces a file: if path exists the error is fs.ErrExist,
+// so two processes starting at once cannot overwrite each other's key.
+func Generate(path string) (*Box, error) {
 	k := make([]byte, 32)
 	if _, err := rand.Read(k); err != nil {
-		return nil, path, false, fmt.Errorf("sealbox: generate: %w", err)
+		return nil, fmt.Errorf("sealbox: generate: %w", err)
 	}
 	content := "# dkimd key-encryption key: one \"ID BASE64\" per line, the first seals.\n" +
 		DeriveID(k) + " " + base64.StdEncoding.EncodeToString(k) + "\n"
-	// O_EXCL: two processes starting at once must not overwrite each other's key.
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			box, err = LoadFile(path)
-			return box, path, false, err
-		}
-		return nil, path, false, fmt.Errorf("sealbox: %w", err)
+		return nil, fmt.Errorf("sealbox: %w", err)
 	}
 	// Exactly 0600 whatever the umask took from OpenFile's mode
 	// (docs/operator-guide.md, "Data dir").
@@ -202,17 +253,16 @@ func LoadOrCreate(dataDir string) (box *Box, path string, created bool, err erro
 	}
 	if _, err := f.WriteString(content); err != nil {
 		f.Close()
-		return nil, path, false, fmt.Errorf("sealbox: write %s: %w", path, err)
+		return nil, fmt.Errorf("sealbox: write %s: %w", path, err)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return nil, path, false, fmt.Errorf("sealbox: sync %s: %w", path, err)
+		return nil, fmt.Errorf("sealbox: sync %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
-		return nil, path, false, fmt.Errorf("sealbox: close %s: %w", path, err)
+		return nil, fmt.Errorf("sealbox: close %s: %w", path, err)
 	}
-	box, err = ParseKeyFile([]byte(content))
-	return box, path, true, err
+	return ParseKeyFile([]byte(content))
 }
 
 // DefaultPath is where LoadOrCreate keeps the KEK under dataDir.
