@@ -38,6 +38,10 @@ export DKIMD_DATABASE_URL=$url DKIMD_DATA_DIR=$work/data DKIMD_MILTER_ADDR=off D
 # pending-dns, brand fallback keys rotate (they have no CNAME gate).
 export DKIMD_PUBLISH_LEAD_TIME=2s DKIMD_ROTATION_INTERVAL=6s DKIMD_RETIRE_GRACE=2s DKIMD_RESOLVER=127.0.0.1:9
 
+# A Postgres deployment brings its own KEK: dkimd generates one only for an
+# empty embedded store.
+(umask 077 && printf 'k1 %s\n' "$(head -c 32 /dev/urandom | base64)" >"$work/kek")
+export DKIMD_MASTER_KEY_FILE=$work/kek
 "$work/dkimd" migrate
 secret=$("$work/dkimd" brand create killtest 2>/dev/null)
 for r in a b; do for i in $(seq 0 59); do echo "$r-$i.example"; done; done |

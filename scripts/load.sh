@@ -39,6 +39,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A Postgres deployment brings its own KEK: dkimd generates one only for an
+# empty embedded store.
+(umask 077 && printf 'k1 %s\n' "$(head -c 32 /dev/urandom | base64)" >"$work/kek")
+export DKIMD_MASTER_KEY_FILE=$work/kek
 "$work/dkimd" migrate
 secret=$("$work/dkimd" brand create loadtest 2>/dev/null)
 for i in $(seq 0 $((DOMAINS - 1))); do echo "load-$i.example"; done |

@@ -84,7 +84,7 @@ heap_mib() { curl -s "127.0.0.1:$OPS_PORT/metrics" | awk '/^go_memstats_heap_inu
 start_dkimd() { # pool-size
 	local t0
 	t0=$(date +%s%N)
-	"$WORK/dkimd" serve --database-url "$DBURL" --data-dir "$WORK/data" --zone "$ZONE" \
+	"$WORK/dkimd" serve --database-url "$DBURL" --data-dir "$WORK/data" --master-key-file "$WORK/data/master.key" --zone "$ZONE" \
 		--dns-addr "127.0.0.1:$DNS_PORT" --api-addr "127.0.0.1:$API_PORT" --ops-addr "127.0.0.1:$OPS_PORT" \
 		--sign-addr "127.0.0.1:$SIGN_PORT" --milter-addr "" --resolver "127.0.0.1:$DNS_PORT" \
 		--key-pool-size "$1" --log-level warn >>"$WORK/dkimd.log" 2>&1 &

@@ -2,148 +2,252 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
+	"log/slog"
+	"strings"
 	"time"
 
-	"dkimd/internal/config"
 	"dkimd/internal/domainname"
 	"dkimd/internal/keystore"
 	"dkimd/internal/provision"
 )
 
-// openService parses the flags and opens the store, migrated, with the KEK:
-// what every store-level subcommand needs.
-func openService(ctx context.Context, name string, args []string, getenv func(string) string, stderr io.Writer) (*provision.Service, *keystore.SQL, []string, error) {
-	cfg, rest, err := config.Parse("dkimd "+name, args, getenv, stderr)
+// cliActor is who the audit log names for a change made with the CLI.
+var cliActor = provision.Actor{Name: "cli"}
+
+// service is what a store-level subcommand acts through: the provisioning
+// rules on the existing store. Only brand create seals a key, so only it
+// loads the KEK (withKEK).
+func service(ctx context.Context, inv *invocation, withKEK bool) (*provision.Service, *keystore.SQL, error) {
+	store, err := openExistingStore(ctx, inv.cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	logger := newLogger(cfg, stderr)
-	store, err := openStore(ctx, cfg, logger)
-	if err != nil {
-		return nil, nil, nil, err
+	svc := &provision.Service{Store: store, Keys: provision.DirectGenerator{}, Zone: inv.cfg.Zone, Now: time.Now}
+	if withKEK {
+		if svc.Box, err = loadKEK(ctx, inv.cfg, store); err != nil {
+			store.Close()
+			return nil, nil, err
+		}
 	}
-	box, err := loadKEK(cfg, logger)
-	if err != nil {
-		store.Close()
-		return nil, nil, nil, err
-	}
-	svc := &provision.Service{Store: store, Box: box, Keys: provision.DirectGenerator{}, Zone: cfg.Zone, Now: time.Now}
-	return svc, store, rest, nil
+	return svc, store, nil
 }
 
-func migrate(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	cfg, rest, err := config.Parse("dkimd migrate", args, getenv, stderr)
-	if err != nil {
-		return err
-	}
-	if len(rest) > 0 {
-		return usageError{"migrate takes no arguments"}
-	}
-	store, err := openStore(ctx, cfg, newLogger(cfg, stderr))
+func migrate(ctx context.Context, inv *invocation) error {
+	store, err := openStore(ctx, inv.cfg, inv.log)
 	if err != nil {
 		return err
 	}
 	return store.Close()
 }
 
-var cliActor = provision.Actor{Name: "cli"}
-
-func brandCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"brand: want create, list, delete or rotate-secret"}
+func brandCreate(ctx context.Context, inv *invocation) error {
+	name := inv.args[0]
+	if err := domainname.ValidBrand(name); err != nil {
+		return fail(err, "brand %q: %v", name, err)
 	}
-	verb := args[0]
-	svc, store, rest, err := openService(ctx, "brand "+verb, args[1:], getenv, stderr)
+	svc, store, err := service(ctx, inv, true)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	want := map[string]int{"create": 1, "list": 0, "delete": 1, "rotate-secret": 1}
-	n, ok := want[verb]
-	if !ok {
-		return usageError{fmt.Sprintf("brand: unknown verb %q", verb)}
+	secret, err := svc.CreateBrand(ctx, name, cliActor)
+	if errors.Is(err, keystore.ErrConflict) {
+		return fail(err, "brand %q already exists", name)
 	}
-	if len(rest) != n {
-		return usageError{fmt.Sprintf("brand %s takes %d argument(s)", verb, n)}
+	if err != nil {
+		return err
 	}
-	switch verb {
-	case "create":
-		secret, err := svc.CreateBrand(ctx, rest[0], cliActor)
+	fmt.Fprintf(inv.stderr, "created brand %s; its secret follows on stdout and is not shown again\n", name)
+	fmt.Fprintln(inv.stdout, secret)
+	return nil
+}
+
+func brandRotateSecret(ctx context.Context, inv *invocation) error {
+	name := inv.args[0]
+	svc, store, err := service(ctx, inv, false)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	secret, err := svc.RotateSecret(ctx, name, cliActor)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return noSuchBrand(err, name)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(inv.stderr, "new secret of brand %s follows on stdout; the old one no longer works\n", name)
+	fmt.Fprintln(inv.stdout, secret)
+	return nil
+}
+
+func brandDelete(ctx context.Context, inv *invocation) error {
+	name := inv.args[0]
+	svc, store, err := service(ctx, inv, false)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	err = svc.DeleteBrand(ctx, name, cliActor)
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+		return noSuchBrand(err, name)
+	case errors.Is(err, keystore.ErrConflict):
+		n, cerr := store.CountDomains(ctx, name)
+		if cerr != nil {
+			return fail(err, "brand %q still holds DKIM domains: delete them first", name)
+		}
+		return fail(err, "brand %q still holds %d DKIM domain(s): delete them first", name, n)
+	case err != nil:
+		return err
+	}
+	fmt.Fprintf(inv.stderr, "deleted brand %s\n", name)
+	return nil
+}
+
+func brandList(ctx context.Context, inv *invocation) error {
+	store, err := openExistingStore(ctx, inv.cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	brands, err := store.Brands(ctx)
+	if err != nil {
+		return err
+	}
+	if len(brands) == 0 {
+		fmt.Fprintln(inv.stderr, "no brands")
+		return nil
+	}
+	for _, b := range brands {
+		n, err := store.CountDomains(ctx, b.Name)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "created brand %s; its secret follows on stdout and is not shown again\n", rest[0])
-		fmt.Fprintln(stdout, secret)
-	case "rotate-secret":
-		secret, err := svc.RotateSecret(ctx, rest[0], cliActor)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "new secret of brand %s follows on stdout; the old one no longer works\n", rest[0])
-		fmt.Fprintln(stdout, secret)
-	case "delete":
-		if err := svc.DeleteBrand(ctx, rest[0], cliActor); err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "deleted brand %s\n", rest[0])
-	case "list":
-		brands, err := store.Brands(ctx)
-		if err != nil {
-			return err
-		}
-		for _, b := range brands {
-			n, err := store.CountDomains(ctx, b.Name)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "%s\t%d domains\tcreated %s\n", b.Name, n, b.CreatedAt.Format(time.RFC3339))
-		}
+		fmt.Fprintf(inv.stdout, "%s\t%d domains\tcreated %s\n", b.Name, n, b.CreatedAt.Format(time.RFC3339))
 	}
 	return nil
 }
 
-func maildomainCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"maildomain: want add, remove or list"}
-	}
-	verb := args[0]
-	svc, store, rest, err := openService(ctx, "maildomain "+verb, args[1:], getenv, stderr)
+func maildomainList(ctx context.Context, inv *invocation) error {
+	brand := inv.args[0]
+	store, err := openExistingStore(ctx, inv.cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	want := map[string]int{"add": 2, "remove": 2, "list": 1}
-	n, ok := want[verb]
-	if !ok {
-		return usageError{fmt.Sprintf("maildomain: unknown verb %q", verb)}
+	if _, err := store.Brand(ctx, brand); errors.Is(err, keystore.ErrNotFound) {
+		return noSuchBrand(err, brand)
+	} else if err != nil {
+		return err
 	}
-	if len(rest) != n {
-		return usageError{fmt.Sprintf("maildomain %s takes %d argument(s)", verb, n)}
+	domains, err := store.Maildomains(ctx, brand)
+	if err != nil {
+		return err
 	}
-	if verb == "list" {
-		domains, err := store.Maildomains(ctx, rest[0])
-		if err != nil {
-			return err
-		}
-		for _, d := range domains {
-			fmt.Fprintln(stdout, d)
-		}
+	if len(domains) == 0 {
+		fmt.Fprintf(inv.stderr, "no maildomains for brand %s\n", brand)
 		return nil
 	}
-	domain, err := domainname.Normalize(rest[1], svc.Zone)
-	if err != nil {
-		return fmt.Errorf("maildomain %s: %w", verb, err)
+	for _, d := range domains {
+		fmt.Fprintln(inv.stdout, d)
 	}
-	if verb == "add" {
-		err = svc.AddMaildomain(ctx, rest[0], domain, cliActor)
-	} else {
-		err = svc.RemoveMaildomain(ctx, rest[0], domain, cliActor)
+	return nil
+}
+
+// maildomainArgs normalises DOMAIN and checks that BRAND exists.
+func maildomainArgs(ctx context.Context, inv *invocation, store keystore.Reader) (brand, domain string, err error) {
+	brand = inv.args[0]
+	domain, err = domainname.Normalize(inv.args[1], inv.cfg.Zone)
+	if err != nil {
+		return "", "", fail(err, "maildomain %q: %v", inv.args[1], err)
+	}
+	if _, err := store.Brand(ctx, brand); errors.Is(err, keystore.ErrNotFound) {
+		return "", "", noSuchBrand(err, brand)
+	} else if err != nil {
+		return "", "", err
+	}
+	return brand, domain, nil
+}
+
+func maildomainAdd(ctx context.Context, inv *invocation) error {
+	svc, store, err := service(ctx, inv, false)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	brand, domain, err := maildomainArgs(ctx, inv, store)
+	if err != nil {
+		return err
+	}
+	err = svc.AddMaildomain(ctx, brand, domain, cliActor)
+	if errors.Is(err, keystore.ErrConflict) {
+		return fail(err, "maildomain %s is already registered for brand %s", domain, brand)
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "maildomain %s %s for brand %s\n", domain, map[string]string{"add": "added", "remove": "removed"}[verb], rest[0])
+	fmt.Fprintf(inv.stderr, "maildomain %s added for brand %s\n", domain, brand)
 	return nil
+}
+
+// maildomainRemove refuses while the brand holds DKIM keys for the domain:
+// they would stay published and every message from the domain would be
+// refused for signing (SPEC.md "Admin API and CLI"). With --force it first
+// deletes them through the same path as the brand API's DELETE.
+func maildomainRemove(ctx context.Context, inv *invocation) error {
+	svc, store, err := service(ctx, inv, false)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	brand, domain, err := maildomainArgs(ctx, inv, store)
+	if err != nil {
+		return err
+	}
+	if ok, err := store.IsMaildomain(ctx, brand, domain); err != nil {
+		return err
+	} else if !ok {
+		return fail(nil, "%s is not a maildomain of brand %s", domain, brand)
+	}
+	d, err := store.Domain(ctx, domain)
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+	case err != nil:
+		return err
+	case d.Brand == brand:
+		keys, err := store.Keys(ctx, keystore.OwnerDomain, domain)
+		if err != nil {
+			return err
+		}
+		var selectors []string
+		for _, k := range keys {
+			selectors = append(selectors, k.Selector)
+		}
+		if !inv.force {
+			return fail(nil, "maildomain %s of brand %s holds DKIM keys (%s): delete them first (DELETE /cloudapi/v2/mail/dkim/%s/%s) or use --force",
+				domain, brand, strings.Join(selectors, ", "), brand, domain)
+		}
+		if err := svc.DeleteDomain(ctx, brand, domain, cliActor); err != nil {
+			return err
+		}
+		inv.log.Info("deleted the DKIM keys of the domain", slog.String("brand", brand), slog.String("domain", domain),
+			slog.String("selectors", strings.Join(selectors, ",")))
+		fmt.Fprintf(inv.stderr, "deleted the DKIM keys of %s (%s)\n", domain, strings.Join(selectors, ", "))
+	}
+	err = svc.RemoveMaildomain(ctx, brand, domain, cliActor)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return fail(err, "%s is not a maildomain of brand %s", domain, brand)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(inv.stderr, "maildomain %s removed for brand %s\n", domain, brand)
+	return nil
+}
+
+func noSuchBrand(cause error, name string) error {
+	return fail(cause, "no such brand %q", name)
 }

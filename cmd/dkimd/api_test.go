@@ -32,9 +32,12 @@ type cliEnv struct {
 }
 
 // run runs "cmd verb args…" with --data-dir before the arguments, where the
-// flag package wants flags.
+// flag package wants flags. The data dir gets a KEK and a migrated store
+// first if it has none, as the first `dkimd serve` would have made them:
+// subcommands never create either.
 func (c cliEnv) run(cmd, verb string, args ...string) (stdout, stderr string, err error) {
 	c.t.Helper()
+	prepareDataDir(c.t, c.dataDir)
 	var out, errOut bytes.Buffer
 	args = append([]string{cmd, verb, "--data-dir", c.dataDir}, args...)
 	err = run(c.t.Context(), args, noEnv, &out, &errOut)

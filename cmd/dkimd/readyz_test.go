@@ -16,10 +16,12 @@ import (
 // million domains, and neither the DNS nor the API port is open until it
 // ends. /readyz must say "not ready" (naming the zone) all that time, or a
 // load balancer sends traffic to a replica that refuses it. The test holds
-// the load with a lock on the keys table, taken in Postgres, then lets it go.
+// the load with a lock on the domains table, taken in Postgres, then lets it
+// go. (Not the keys table: serve reads which KEKs the keys use before it
+// starts any listener.)
 func TestReadyzWhileZoneLoads(t *testing.T) {
 	url := keystoretest.PostgresURL(t)
-	env := postgresEnv(url)
+	env := postgresEnv(url, writeKEK(t, t.TempDir()))
 	dataDir := t.TempDir()
 	if err := run(context.Background(), []string{"migrate", "--data-dir", dataDir}, env, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
@@ -35,7 +37,7 @@ func TestReadyzWhileZoneLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lock.Rollback()
-	if _, err := lock.Exec("LOCK TABLE keys IN ACCESS EXCLUSIVE MODE"); err != nil {
+	if _, err := lock.Exec("LOCK TABLE domains IN ACCESS EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}
 

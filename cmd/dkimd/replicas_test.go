@@ -26,9 +26,12 @@ func TestTwoReplicasOnPostgres(t *testing.T) {
 		t.Skip("dig not installed (bind9-dnsutils)")
 	}
 	url := keystoretest.PostgresURL(t)
-	env := postgresEnv(url)
-	// Both replicas share the KEK, as a deployment's replicas do.
+	// Both replicas and the CLI share the KEK, as a deployment's do.
+	env := postgresEnv(url, writeKEK(t, t.TempDir()))
 	dataDir := t.TempDir()
+	if err := run(context.Background(), []string{"migrate"}, env, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
 	cli := func(args ...string) string {
 		t.Helper()
 		var out, errOut strings.Builder

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -34,6 +35,8 @@ type app struct {
 
 	api   *httpapi.Server // set by startAPI; rotation plugs into it
 	ready *ops.Readiness  // what /readyz checks; subsystems register theirs
+
+	operatorToken string // the admin API's bearer token, loaded or generated before any listener starts
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
@@ -42,58 +45,58 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*keystore.SQL, error) {
-	store, err := keystore.Open(ctx, cfg.DataDir, cfg.DatabaseURL)
-	if err != nil {
-		return nil, err
+// serve runs every listener and loop until ctx ends. Everything that can
+// fail is checked before anything is written: the embedded store's lock,
+// the listen addresses, the TLS pair and the TSIG key, then the store and
+// the KEK; only then may a KEK or an operator token be generated
+// (SPEC.md "Admin API and CLI").
+func serve(ctx context.Context, inv *invocation) error {
+	cfg, log := inv.cfg, inv.log
+	embedded := cfg.DatabaseURL == ""
+	var lock *serveLock
+	if embedded {
+		if _, err := os.Stat(cfg.DataDir); err == nil {
+			if lock, err = lockDataDir(cfg.DataDir); err != nil {
+				return err
+			}
+		}
 	}
-	store.SetLog(log.With(slog.String("component", "keystore")))
-	applied, err := store.Migrate(ctx)
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	for _, m := range applied {
-		log.Info("applied migration", slog.String("migration", m), slog.String("dialect", store.Dialect()))
-	}
-	return store, nil
-}
-
-func loadKEK(cfg config.Config, log *slog.Logger) (*sealbox.Box, error) {
-	if cfg.MasterKeyFile != "" && cfg.MasterKeyFile != sealbox.DefaultPath(cfg.DataDir) {
-		return sealbox.LoadFile(cfg.MasterKeyFile)
-	}
-	box, path, created, err := sealbox.LoadOrCreate(cfg.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	if created {
-		log.Warn("generated a new key-encryption key; back it up, without it the private keys cannot be read",
-			slog.String("path", path), slog.String("kek_id", box.CurrentID()))
-	}
-	return box, nil
-}
-
-func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	cfg, rest, err := config.Parse("dkimd serve", args, getenv, stderr)
-	if err != nil {
+	defer lock.release()
+	if err := preflight(cfg); err != nil {
 		return err
 	}
-	if len(rest) > 0 {
-		return usageError{fmt.Sprintf("serve takes no arguments, got %q", rest)}
+	if embedded && lock == nil {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return fail(err, "cannot create the data dir %s", cfg.DataDir)
+		}
+		var err error
+		if lock, err = lockDataDir(cfg.DataDir); err != nil {
+			return err
+		}
 	}
-	log := newLogger(cfg, stderr)
 	store, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	box, err := loadKEK(cfg, log)
+	plan, err := planKEK(ctx, cfg, store, embedded)
 	if err != nil {
 		return err
 	}
+	box := plan.box
+	if plan.generate {
+		if box, err = sealbox.Generate(plan.path); err != nil {
+			return fail(err, "cannot generate the key-encryption key %s", plan.path)
+		}
+		log.Warn("generated a new key-encryption key; back it up, without it the private keys cannot be read",
+			slog.String("path", plan.path), slog.String("kek_id", box.CurrentID()))
+	}
+	token, err := loadOperatorToken(cfg.OperatorTokenFile, log)
+	if err != nil {
+		return fmt.Errorf("--operator-token-file: %w", err)
+	}
 	a := &app{cfg: cfg, log: log, store: store, box: box, registry: prometheus.NewRegistry(), now: time.Now,
-		ready: ops.NewReadiness()}
+		ready: ops.NewReadiness(), operatorToken: token}
 	a.svc = &provision.Service{Store: store, Box: box, Keys: provision.DirectGenerator{}, Zone: cfg.Zone, Now: a.now}
 
 	g, gctx := errgroup.WithContext(ctx)

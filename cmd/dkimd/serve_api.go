@@ -44,10 +44,7 @@ func (a *app) startAPI(ctx context.Context, g *errgroup.Group) error {
 		a.log.Info("api listener disabled")
 		return nil
 	}
-	token, err := loadOperatorToken(a.cfg.OperatorTokenFile, a.log)
-	if err != nil {
-		return fmt.Errorf("--operator-token-file: %w", err)
-	}
+	token := a.operatorToken
 	metrics, err := httpapi.NewMetrics(a.registry)
 	if err != nil {
 		return err

@@ -2,21 +2,63 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"dkimd/internal/keystore"
+	"dkimd/internal/sealbox"
 )
 
 // noEnv is an empty environment: only the flags count.
 func noEnv(string) string { return "" }
 
-// postgresEnv is an environment that points dkimd at the Postgres database url.
-func postgresEnv(url string) func(string) string {
+// postgresEnv is an environment that points dkimd at the Postgres database
+// url, with the KEK file kek if not empty.
+func postgresEnv(url string, kek string) func(string) string {
 	return func(k string) string {
-		if k == "DKIMD_DATABASE_URL" {
+		switch k {
+		case "DKIMD_DATABASE_URL":
 			return url
+		case "DKIMD_MASTER_KEY_FILE":
+			return kek
 		}
 		return ""
+	}
+}
+
+// writeKEK writes a new KEK file into dir, as an operator does for a
+// Postgres deployment, and returns its path.
+func writeKEK(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "kek")
+	if _, err := sealbox.Generate(path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// prepareDataDir gives an embedded store's data dir what the first serve
+// makes there, a KEK and a migrated database, unless it has them.
+func prepareDataDir(t *testing.T, dataDir string) {
+	t.Helper()
+	kek := sealbox.DefaultPath(dataDir)
+	if _, err := os.Stat(kek); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sealbox.Generate(kek); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, keystore.SQLiteFileName)); errors.Is(err, fs.ErrNotExist) {
+		if err := run(context.Background(), []string{"migrate", "--data-dir", dataDir}, noEnv, io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -96,9 +96,51 @@ func (l listFlag) Set(s string) error {
 	return nil
 }
 
-// FlagSet declares every flag on fs, with defaults, bound to c. Defaults come
-// from the environment where set, so flags still win over env.
+// Group is a set of flags that go together: every subcommand takes the
+// store flags, and only serve takes the listener, DNS, signing and rotation
+// flags, so `dkimd brand list --help` lists what brand list reads and
+// nothing else (docs/operator-guide.md, "Configure").
+type Group uint8
+
+// Flag groups.
+const (
+	// StoreFlags say which store to act on and how much to log: every
+	// subcommand.
+	StoreFlags Group = 1 << iota
+	// KEKFlags locate the key-encryption key: commands that seal or open
+	// private keys.
+	KEKFlags
+	// ZoneFlags name the service's zone: commands that normalise customer
+	// domains (a maildomain may not lie inside the zone).
+	ZoneFlags
+	// ServeFlags are the listeners, DNS, signing and rotation: serve only.
+	ServeFlags
+
+	// AllFlags is what serve reads.
+	AllFlags = StoreFlags | KEKFlags | ZoneFlags | ServeFlags
+)
+
+// dynamicDefaults are the defaults that depend on other flags, as help and
+// the operator guide's table show them; the flag itself defaults to empty.
+var dynamicDefaults = map[string]struct{ value, note string }{
+	"master-key-file":     {"<data-dir>/master.key", "generated only by the first serve of an empty embedded store"},
+	"operator-token-file": {"<data-dir>/operator.token", "generated on first start"},
+	"ns":                  {"ns1.<zone>", ""},
+	"ns-addrs":            {"ns1.<zone>=127.0.0.1", "when --ns is the default"},
+	"soa-mbox":            {"hostmaster.<zone>", ""},
+	"resolver":            {"", "the system's resolvers"},
+}
+
+// FlagSet declares every flag (serve's set) on fs, bound to c; see Flags.
 func (c *Config) FlagSet(fs *flag.FlagSet, getenv func(string) string) (finish func() error) {
+	return c.Flags(fs, AllFlags, getenv)
+}
+
+// Flags declares the flags of groups on fs, with defaults, bound to c.
+// Defaults come from the environment where set, so flags still win over env;
+// only the environment twins of declared flags are read. finish, called after
+// fs.Parse, completes and validates what groups cover.
+func (c *Config) Flags(fs *flag.FlagSet, groups Group, getenv func(string) string) (finish func() error) {
 	var nsAddrs, xfrAllow, rrlExempt []string
 	str := func(p *string, name, def, usage string) {
 		fs.StringVar(p, name, def, usage+" (env "+envName(name)+")")
@@ -113,48 +155,56 @@ func (c *Config) FlagSet(fs *flag.FlagSet, getenv func(string) string) (finish f
 		_ = listFlag{p}.Set(def)
 		fs.Var(listFlag{p}, name, usage+", comma-separated (env "+envName(name)+")")
 	}
-	str(&c.DataDir, "data-dir", "./data", "directory of the embedded SQLite database and the generated key-encryption key")
-	str(&c.DatabaseURL, "database-url", "", "postgres://… to use Postgres; empty for embedded SQLite")
-	str(&c.MasterKeyFile, "master-key-file", "", "key-encryption key file (default: <data-dir>/master.key, generated on first start)")
-	str(&c.APIAddr, "api-addr", ":8080", "listen address of the brand and admin API")
-	str(&c.OperatorTokenFile, "operator-token-file", "", "file holding the admin API bearer token (default: <data-dir>/operator.token, generated on first start)")
-	str(&c.TLSCertFile, "tls-cert-file", "", "TLS certificate for the API listener (reloaded on SIGHUP)")
-	str(&c.TLSKeyFile, "tls-key-file", "", "TLS private key for the API listener")
-	str(&c.DNSAddr, "dns-addr", ":5353", "listen address of the authoritative DNS server (UDP and TCP); empty or off disables")
-	str(&c.Zone, "zone", "oxcloud.zone", "the service's own DNS zone")
-	list(&c.NS, "ns", "", "name servers of the zone (default ns1.<zone>)")
-	list(&nsAddrs, "ns-addrs", "", "glue addresses of in-zone name servers as name=ip (default ns1.<zone>=127.0.0.1)")
-	str(&c.SOAMbox, "soa-mbox", "", "SOA responsible mailbox as a domain name (default hostmaster.<zone>)")
-	dur(&c.SOARefresh, "soa-refresh", 4*time.Hour, "SOA refresh")
-	dur(&c.SOARetry, "soa-retry", time.Hour, "SOA retry")
-	dur(&c.SOAExpire, "soa-expire", 14*24*time.Hour, "SOA expire")
-	dur(&c.SOAMinimum, "soa-minimum", 300*time.Second, "SOA minimum (negative caching TTL)")
-	dur(&c.RecordTTL, "record-ttl", time.Hour, "TTL of the zone's records")
-	list(&c.Secondaries, "secondaries", "", "secondary servers (host:port) to NOTIFY on every change")
-	list(&xfrAllow, "xfr-allow", "", "addresses or prefixes allowed to transfer the zone (with TSIG)")
-	str(&c.TSIGKeyFile, "tsig-key-file", "", `TSIG key for zone transfers and NOTIFY: a file holding "name algorithm base64-secret"`)
-	intf(&c.DNSRRL, "dns-rrl", 200, "UDP answers per second for one answer to one source prefix (/24, /56); 0 disables response-rate limiting")
-	intf(&c.DNSRRLSlip, "dns-rrl-slip", 2, "every Nth answer over the rate limit goes out empty and truncated, so resolvers retry over TCP; 1 truncates all, 0 drops all")
-	list(&rrlExempt, "dns-rrl-exempt", "", "source addresses or prefixes never rate-limited")
-	intf(&c.DNSTCPMax, "dns-tcp-max", 1000, "most DNS TCP connections at once; more are closed at once")
-	dur(&c.ReconcileInt, "reconcile-interval", 30*time.Second, "how often DNS compares its serial with the database, healing missed notifications")
-	str(&c.SignAddr, "sign-addr", "127.0.0.1:8081", "listen address of the MTA sign endpoint; empty or off disables")
-	str(&c.SignToken, "sign-token", "", "bearer token of the sign endpoint (required when it listens off loopback); prefer --sign-token-file")
-	str(&c.SignTokenFile, "sign-token-file", "", "file holding the sign endpoint's bearer token")
-	fs.Int64Var(&c.SignMaxBytes, "sign-max-bytes", 64<<20, "largest message the sign endpoint accepts (env "+envName("sign-max-bytes")+")")
-	dur(&c.SignExpiry, "sign-expiry", 0, "signature lifetime: x= is t= plus this; 0 sets no x=")
-	str(&c.RSABackend, "rsa-backend", "auto", "RSA signatures through auto (OpenSSL's libcrypto when present, else Go), openssl or go")
-	str(&c.MilterAddr, "milter-addr", "127.0.0.1:8891", "listen address of the milter; empty or off disables")
-	dur(&c.MilterTimeout, "milter-timeout", 5*time.Minute, "a milter session idle this long between packets is closed")
-	intf(&c.MilterMaxConns, "milter-max-conns", 1000, "most milter sessions at once; more connections are closed at once")
-	str(&c.MilterOnError, "milter-on-error", "accept", "answer to a message the milter cannot sign: accept (pass it unsigned) or tempfail")
-	str(&c.OpsAddr, "ops-addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz; empty or off disables")
-	str(&c.Resolver, "resolver", "", "host:port of the resolver used to check customers' DNS (default: the system's)")
-	dur(&c.PublishLeadTime, "publish-lead-time", 96*time.Hour, "how long a fresh key is published before it may sign")
-	dur(&c.RotationInterval, "rotation-interval", 180*24*time.Hour, "default interval between automatic rotations (brands may override)")
-	dur(&c.RetireGrace, "retire-grace", 7*24*time.Hour, "how long a retired key stays published before its slot gets a fresh key")
-	intf(&c.KeyPoolSize, "key-pool-size", 16, "RSA keys generated ahead in the background; 0 generates on demand")
-	str(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	if groups&StoreFlags != 0 {
+		str(&c.DataDir, "data-dir", "./data", "directory of the embedded SQLite database, the serve lock and generated secrets")
+		str(&c.DatabaseURL, "database-url", "", "postgres://… to use Postgres; empty for embedded SQLite")
+		str(&c.LogLevel, "log-level", "info", "debug, info, warn or error; debug also shows the cause of a failed command")
+	}
+	if groups&KEKFlags != 0 {
+		str(&c.MasterKeyFile, "master-key-file", "", "key-encryption key file; required with --database-url")
+	}
+	if groups&ZoneFlags != 0 {
+		str(&c.Zone, "zone", "oxcloud.zone", "the service's own DNS zone")
+	}
+	if groups&ServeFlags != 0 {
+		str(&c.APIAddr, "api-addr", ":8080", "listen address of the brand and admin API")
+		str(&c.OperatorTokenFile, "operator-token-file", "", "file holding the admin API bearer token")
+		str(&c.TLSCertFile, "tls-cert-file", "", "TLS certificate for the API listener (reloaded on SIGHUP)")
+		str(&c.TLSKeyFile, "tls-key-file", "", "TLS private key for the API listener")
+		str(&c.DNSAddr, "dns-addr", ":5353", "listen address of the authoritative DNS server (UDP and TCP); empty or off disables")
+		list(&c.NS, "ns", "", "name servers of the zone")
+		list(&nsAddrs, "ns-addrs", "", "glue addresses of in-zone name servers as name=ip")
+		str(&c.SOAMbox, "soa-mbox", "", "SOA responsible mailbox as a domain name")
+		dur(&c.SOARefresh, "soa-refresh", 4*time.Hour, "SOA refresh")
+		dur(&c.SOARetry, "soa-retry", time.Hour, "SOA retry")
+		dur(&c.SOAExpire, "soa-expire", 14*24*time.Hour, "SOA expire")
+		dur(&c.SOAMinimum, "soa-minimum", 300*time.Second, "SOA minimum (negative caching TTL)")
+		dur(&c.RecordTTL, "record-ttl", time.Hour, "TTL of the zone's records")
+		list(&c.Secondaries, "secondaries", "", "secondary servers (host:port) to NOTIFY on every change")
+		list(&xfrAllow, "xfr-allow", "", "addresses or prefixes allowed to transfer the zone (with TSIG)")
+		str(&c.TSIGKeyFile, "tsig-key-file", "", `TSIG key for zone transfers and NOTIFY: a file holding "name algorithm base64-secret"`)
+		intf(&c.DNSRRL, "dns-rrl", 200, "UDP answers per second for one answer to one source prefix (/24, /56); 0 disables response-rate limiting")
+		intf(&c.DNSRRLSlip, "dns-rrl-slip", 2, "every Nth answer over the rate limit goes out empty and truncated, so resolvers retry over TCP; 1 truncates all, 0 drops all")
+		list(&rrlExempt, "dns-rrl-exempt", "", "source addresses or prefixes never rate-limited")
+		intf(&c.DNSTCPMax, "dns-tcp-max", 1000, "most DNS TCP connections at once; more are closed at once")
+		dur(&c.ReconcileInt, "reconcile-interval", 30*time.Second, "how often DNS compares its serial with the database, healing missed notifications")
+		str(&c.SignAddr, "sign-addr", "127.0.0.1:8081", "listen address of the MTA sign endpoint; empty or off disables")
+		str(&c.SignToken, "sign-token", "", "bearer token of the sign endpoint (required when it listens off loopback); prefer --sign-token-file")
+		str(&c.SignTokenFile, "sign-token-file", "", "file holding the sign endpoint's bearer token")
+		fs.Int64Var(&c.SignMaxBytes, "sign-max-bytes", 64<<20, "largest message the sign endpoint accepts (env "+envName("sign-max-bytes")+")")
+		dur(&c.SignExpiry, "sign-expiry", 0, "signature lifetime: x= is t= plus this; 0 sets no x=")
+		str(&c.RSABackend, "rsa-backend", "auto", "RSA signatures through auto (OpenSSL's libcrypto when present, else Go), openssl or go")
+		str(&c.MilterAddr, "milter-addr", "127.0.0.1:8891", "listen address of the milter; empty or off disables")
+		dur(&c.MilterTimeout, "milter-timeout", 5*time.Minute, "a milter session idle this long between packets is closed")
+		intf(&c.MilterMaxConns, "milter-max-conns", 1000, "most milter sessions at once; more connections are closed at once")
+		str(&c.MilterOnError, "milter-on-error", "accept", "answer to a message the milter cannot sign: accept (pass it unsigned) or tempfail")
+		str(&c.OpsAddr, "ops-addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz; empty or off disables")
+		str(&c.Resolver, "resolver", "", "host:port of the resolver used to check customers' DNS")
+		dur(&c.PublishLeadTime, "publish-lead-time", 96*time.Hour, "how long a fresh key is published before it may sign")
+		dur(&c.RotationInterval, "rotation-interval", 180*24*time.Hour, "default interval between automatic rotations (brands may override)")
+		dur(&c.RetireGrace, "retire-grace", 7*24*time.Hour, "how long a retired key stays published before its slot gets a fresh key")
+		intf(&c.KeyPoolSize, "key-pool-size", 16, "RSA keys generated ahead in the background; 0 generates on demand")
+	}
 
 	// Environment values become the flags' starting values; explicit flags
 	// parsed afterwards override them.
@@ -170,50 +220,45 @@ func (c *Config) FlagSet(fs *flag.FlagSet, getenv func(string) string) (finish f
 		if envErr != nil {
 			return envErr
 		}
-		var err error
-		if c.NSAddrs, err = parseNSAddrs(nsAddrs); err != nil {
-			return err
-		}
-		if c.XFRAllow, err = parsePrefixes("xfr-allow", xfrAllow); err != nil {
-			return err
-		}
-		if c.DNSRRLExempt, err = parsePrefixes("dns-rrl-exempt", rrlExempt); err != nil {
-			return err
-		}
-		if c.SignTokenFile != "" {
-			if c.SignToken, err = readSecretFile("sign-token-file", c.SignTokenFile); err != nil {
+		if groups&ServeFlags != 0 {
+			var err error
+			if c.NSAddrs, err = parseNSAddrs(nsAddrs); err != nil {
 				return err
 			}
+			if c.XFRAllow, err = parsePrefixes("xfr-allow", xfrAllow); err != nil {
+				return err
+			}
+			if c.DNSRRLExempt, err = parsePrefixes("dns-rrl-exempt", rrlExempt); err != nil {
+				return err
+			}
+			if c.SignTokenFile != "" {
+				if c.SignToken, err = readSecretFile("sign-token-file", c.SignTokenFile); err != nil {
+					return err
+				}
+			}
 		}
-		c.applyDefaults()
-		return c.Validate()
+		c.applyDefaults(groups)
+		return c.validate(groups)
 	}
 }
 
-// Parse reads args (without the subcommand) into a Config.
+// Parse reads args (without the subcommand) into a Config, with every flag
+// (serve's set).
 func Parse(name string, args []string, getenv func(string) string, out io.Writer) (Config, []string, error) {
-	var c Config
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
-	finish := c.FlagSet(fs, getenv)
-	// Flags may follow the positional arguments ("brand create acme
-	// --data-dir x"): the flag package stops at the first positional, so
-	// parse again after each one. "--" ends the flags for good.
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return c, nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
-			positional = append(positional, rest...)
-			break
-		}
-		positional = append(positional, rest[0])
-		args = rest[1:]
+	return ParseFlags(fs, AllFlags, args, getenv)
+}
+
+// ParseFlags declares the flags of groups on fs, which may already hold a
+// command's own flags, and parses args (without the subcommand) into a
+// Config and the positional arguments. A request for help is flag.ErrHelp.
+func ParseFlags(fs *flag.FlagSet, groups Group, args []string, getenv func(string) string) (Config, []string, error) {
+	var c Config
+	finish := c.Flags(fs, groups, getenv)
+	positional, err := ParseArgs(fs, args)
+	if err != nil {
+		return c, nil, err
 	}
 	if err := finish(); err != nil {
 		return c, nil, err
@@ -221,18 +266,45 @@ func Parse(name string, args []string, getenv func(string) string, out io.Writer
 	return c, positional, nil
 }
 
+// ParseArgs parses args with fs and returns the positional arguments. Flags
+// may follow them ("brand create acme --data-dir x"): the flag package stops
+// at the first positional, so parse again after each one. "--" ends the
+// flags for good.
+func ParseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
 // Off disables a listener, like an empty address. It exists because an
 // empty environment variable counts as unset (as in most deployment tools),
 // so DKIMD_MILTER_ADDR=off is how the environment turns the milter off.
 const Off = "off"
 
-func (c *Config) applyDefaults() {
+func (c *Config) applyDefaults(groups Group) {
+	if groups&ZoneFlags != 0 {
+		c.Zone = strings.ToLower(strings.TrimSuffix(c.Zone, "."))
+	}
+	if groups&ServeFlags == 0 {
+		return
+	}
 	for _, addr := range []*string{&c.DNSAddr, &c.SignAddr, &c.MilterAddr, &c.OpsAddr} {
 		if strings.EqualFold(*addr, Off) {
 			*addr = ""
 		}
 	}
-	c.Zone = strings.ToLower(strings.TrimSuffix(c.Zone, "."))
 	if len(c.NS) == 0 {
 		c.NS = []string{"ns1." + c.Zone}
 	}
@@ -248,25 +320,38 @@ func (c *Config) applyDefaults() {
 	if c.SOAMbox == "" {
 		c.SOAMbox = "hostmaster." + c.Zone
 	}
-	if c.MasterKeyFile == "" {
-		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")
-	}
 	if c.OperatorTokenFile == "" {
 		c.OperatorTokenFile = filepath.Join(c.DataDir, "operator.token")
 	}
 }
 
-// Validate refuses invalid values and combinations, naming the flag.
-func (c *Config) Validate() error {
+// Validate refuses invalid values and combinations of every flag, naming
+// the flag.
+func (c *Config) Validate() error { return c.validate(AllFlags) }
+
+func (c *Config) validate(groups Group) error {
 	var errs []error
 	bad := func(flagName, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("--%s: %s", flagName, fmt.Sprintf(format, args...)))
 	}
-	if c.DatabaseURL == "" && c.DataDir == "" {
-		bad("data-dir", "must not be empty when --database-url is not set")
+	if groups&StoreFlags != 0 {
+		if c.DatabaseURL == "" && c.DataDir == "" {
+			bad("data-dir", "must not be empty when --database-url is not set")
+		}
+		if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+			bad("database-url", "must start with postgres:// or postgresql://")
+		}
+		switch c.LogLevel {
+		case "debug", "info", "warn", "error":
+		default:
+			bad("log-level", "%q is not debug, info, warn or error", c.LogLevel)
+		}
 	}
-	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
-		bad("database-url", "must start with postgres:// or postgresql://")
+	if groups&ZoneFlags != 0 && (c.Zone == "" || strings.Count(c.Zone, ".") < 1) {
+		bad("zone", "%q must be a domain of two labels or more", c.Zone)
+	}
+	if groups&ServeFlags == 0 {
+		return errors.Join(errs...)
 	}
 	for _, a := range []struct{ flag, addr string }{
 		{"api-addr", c.APIAddr}, {"dns-addr", c.DNSAddr}, {"sign-addr", c.SignAddr}, {"milter-addr", c.MilterAddr}, {"ops-addr", c.OpsAddr},
@@ -283,9 +368,6 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		bad("tls-cert-file", "--tls-cert-file and --tls-key-file go together")
-	}
-	if c.Zone == "" || strings.Count(c.Zone, ".") < 1 {
-		bad("zone", "%q must be a domain of two labels or more", c.Zone)
 	}
 	for _, ns := range c.NS {
 		if inZone(ns, c.Zone) && len(c.NSAddrs[ns]) == 0 {
@@ -364,11 +446,6 @@ func (c *Config) Validate() error {
 	}
 	if c.KeyPoolSize < 0 || c.KeyPoolSize > 1024 {
 		bad("key-pool-size", "must be between 0 and 1024")
-	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log-level", "%q is not debug, info, warn or error", c.LogLevel)
 	}
 	return errors.Join(errs...)
 }
