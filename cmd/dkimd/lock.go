@@ -42,6 +42,12 @@ func lockDataDir(dir string) (*serveLock, error) {
 		}
 		return nil, fail(err, "cannot lock %s", path)
 	}
+	// Exactly 0600 whatever the umask, as every file in the data dir
+	// (docs/operator-guide.md, "Data dir").
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, fail(err, "cannot chmod the serve lock %s", path)
+	}
 	if err := f.Truncate(0); err != nil {
 		f.Close()
 		return nil, fail(err, "cannot write the serve lock %s", path)

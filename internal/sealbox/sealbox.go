@@ -249,7 +249,7 @@ func Generate(path string) (*Box, error) {
 	// (docs/operator-guide.md, "Data dir").
 	if err := f.Chmod(0o600); err != nil {
 		f.Close()
-		return nil, path, false, fmt.Errorf("sealbox: chmod %s: %w", path, err)
+		return nil, fmt.Errorf("sealbox: chmod %s: %w", path, err)
 	}
 	if _, err := f.WriteString(content); err != nil {
 		f.Close()
