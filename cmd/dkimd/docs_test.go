@@ -79,3 +79,41 @@ func TestServeHelpMatchesTheTable(t *testing.T) {
 		}
 	}
 }
+
+// TestTwoReplicasRecipeMovesEveryListener: the operator guide's recipe for
+// two replicas on one host gives the second replica its own address for
+// every listener serve has, so that it starts beside the first.
+func TestTwoReplicasRecipeMovesEveryListener(t *testing.T) {
+	b, err := os.ReadFile(operatorGuide)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guide := string(b)
+	i := strings.Index(guide, "dkimd serve --data-dir /var/lib/dkimd/b")
+	if i < 0 {
+		t.Fatal("the operator guide has no two-replicas-on-one-host recipe")
+	}
+	recipe := guide[i:]
+	recipe = recipe[:strings.Index(recipe, "```")]
+	fs := flag.NewFlagSet("dkimd serve", flag.ContinueOnError)
+	var c config.Config
+	c.Flags(fs, config.AllFlags, func(string) string { return "" })
+	listeners := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		if !strings.HasSuffix(f.Name, "-addr") {
+			return
+		}
+		listeners++
+		m := regexp.MustCompile(`--` + f.Name + ` (\S+)`).FindStringSubmatch(recipe)
+		if m == nil {
+			t.Errorf("the second replica keeps --%s at its default %s", f.Name, f.DefValue)
+			return
+		}
+		if m[1] == f.DefValue {
+			t.Errorf("the second replica's --%s is the default %s", f.Name, m[1])
+		}
+	})
+	if listeners != 5 {
+		t.Errorf("serve has %d listener flags; the recipe and its table speak of five", listeners)
+	}
+}
