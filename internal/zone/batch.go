@@ -2,9 +2,12 @@ package zone
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"time"
+
+	"dkimd/internal/accept"
 )
 
 // batchSize is how many datagrams one recvmmsg/sendmmsg system call moves.
@@ -21,32 +24,47 @@ type batchIO interface {
 	write(k int) error           // sends replies 0..k-1
 }
 
-// serveUDPBatch answers every datagram that is waiting (up to batchSize)
-// from one snapshot and sends the answers in one call.
+// serveUDPBatch answers the datagrams of one socket until it is closed.
 func (s *Server) serveUDPBatch(c *net.UDPConn) {
 	b, err := newBatchIO(c)
 	if err != nil {
-		s.log.Error("UDP socket cannot batch", "error", err)
+		s.log.Error("UDP socket cannot batch", slog.String("err", err.Error()))
 		return
 	}
+	s.serveBatches(b)
+}
+
+// serveBatches answers every datagram that is waiting (up to batchSize)
+// from one snapshot and sends the answers in one call, until b is closed.
+func (s *Server) serveBatches(b batchIO) {
 	outBufs := make([][]byte, batchSize)
 	for i := range outBufs {
 		outBufs[i] = make([]byte, 0, 2*maxUDPSize)
 	}
 	var n uint64
+	var pause time.Duration
 	for {
 		got, err := b.read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			// An error that persists (the socket broken under us, the
+			// kernel out of memory) would spin this loop on a core: count
+			// it and pause as an accept loop does, 5 ms doubling to 1 s.
+			pause = min(max(2*pause, accept.First), accept.Max)
+			s.m.readErrors.Inc()
+			s.log.Warn("UDP read failed; pausing", slog.String("err", err.Error()), slog.Duration("pause", pause))
+			time.Sleep(pause)
 			continue
 		}
+		pause = 0
 		var start time.Time
 		if n += uint64(got); n%durationSample < uint64(got) {
 			start = time.Now()
 		}
 		snap := s.cur.Load()
+		var sec uint64 // the RRL window, read once per batch when needed
 		k := 0
 		for i := 0; i < got; i++ {
 			q := b.packet(i)
@@ -58,6 +76,23 @@ func (s *Server) serveUDPBatch(c *net.UDPConn) {
 				resp, st = s.specialUDP(q, b.from(i))
 				if resp == nil {
 					continue
+				}
+			}
+			if s.rrl != nil {
+				if sec == 0 {
+					sec = uint64(s.now().Unix())
+				}
+				ident := st.ident
+				if ident == 0 {
+					ident = identError + uint64(st.Rcode)
+				}
+				switch s.rrl.check(b.from(i), ident, sec) {
+				case rrlDrop:
+					s.m.rrlDropped.Inc()
+					continue
+				case rrlSlip:
+					s.m.rrlSlipped.Inc()
+					resp = slipped(resp)
 				}
 			}
 			s.m.count(st)

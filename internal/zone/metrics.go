@@ -56,6 +56,11 @@ type metrics struct {
 	failed   prometheus.Counter
 	notifies *prometheus.CounterVec
 	xfrs     *prometheus.CounterVec
+
+	rrlDropped, rrlSlipped prometheus.Counter
+	readErrors             prometheus.Counter
+	tcpRejected            prometheus.Counter
+	tcpAcceptErrors        prometheus.Counter
 }
 
 // durationSample: one query in this many is timed. Reading the clock twice
@@ -80,7 +85,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		xfrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dkimd_dns_transfers_total", Help: "Zone transfer requests, by result.",
 		}, []string{"result"}),
+		readErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dkimd_dns_udp_read_errors_total", Help: "Failed reads of a UDP socket; each is followed by a pause (5 ms doubling to 1 s while they persist).",
+		}),
+		tcpRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dkimd_dns_tcp_rejected_total", Help: "DNS TCP connections closed at once because --dns-tcp-max connections were open.",
+		}),
+		tcpAcceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dkimd_dns_tcp_accept_errors_total", Help: "Temporary errors accepting DNS TCP connections (EMFILE, ENFILE, ...); each is retried after a pause.",
+		}),
 	}
+	rrl := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dkimd_dns_rrl_total", Help: "UDP answers held back by response-rate limiting (--dns-rrl): dropped, or slipped (sent empty with TC so the client retries over TCP).",
+	}, []string{"action"})
+	m.rrlDropped, m.rrlSlipped = rrl.WithLabelValues("dropped"), rrl.WithLabelValues("slipped")
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dkimd_dns_reloads_total", Help: "Zone snapshot rebuilds, by kind (full, incremental) and failures.",
 	}, []string{"kind"})
@@ -97,7 +115,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			m.queries[i][j] = queries.WithLabelValues(qt, rc)
 		}
 	}
-	for _, c := range []prometheus.Collector{queries, m.duration, m.records, m.serial, reloads, m.notifies, m.xfrs} {
+	for _, c := range []prometheus.Collector{queries, m.duration, m.records, m.serial, reloads, m.notifies, m.xfrs,
+		rrl, m.readErrors, m.tcpRejected, m.tcpAcceptErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/accept"
 	"dkimd/internal/keystore"
 )
 
@@ -89,8 +90,20 @@ type Options struct {
 	Reconcile   time.Duration  // compare serials this often; 0 means 30s
 	// UDPSockets is the number of SO_REUSEPORT UDP sockets; 0 means GOMAXPROCS.
 	UDPSockets int
-	Log        *slog.Logger
-	Registry   prometheus.Registerer // nil: a private registry
+	// RRL is the response-rate limit of UDP answers per second for one
+	// answer to one source prefix (rrl.go); 0 disables it. Every
+	// RRLSlip-th answer over it goes out empty with TC (0: none, all
+	// dropped). Sources in RRLExempt are never limited.
+	RRL       int
+	RRLSlip   int
+	RRLExempt []netip.Prefix
+	// TCPMax caps the TCP connections open at once (0: 1000); TCPIdle
+	// closes one that sends no query for that long (0: 10 s).
+	TCPMax   int
+	TCPIdle  time.Duration
+	Now      func() time.Time // the clock of the RRL windows; nil: time.Now
+	Log      *slog.Logger
+	Registry prometheus.Registerer // nil: a private registry
 }
 
 // Server serves the zone from the current snapshot.
@@ -111,7 +124,9 @@ type Server struct {
 	history []delta // consecutive deltas, oldest first, for IXFR
 	tcpLn   net.Listener
 	tcpSrv  *dns.Server
-	tcpDone chan error
+	tcpOpen atomic.Int64 // TCP connections open now
+	rrl     *rrl         // nil: no rate limit
+	now     func() time.Time
 }
 
 // New makes a server; Load or Sync fills it before it answers anything but
@@ -126,6 +141,15 @@ func New(opts Options, src Source) (*Server, error) {
 	if opts.Reconcile <= 0 {
 		opts.Reconcile = 30 * time.Second
 	}
+	if opts.TCPMax <= 0 {
+		opts.TCPMax = defaultTCPMax
+	}
+	if opts.TCPIdle <= 0 {
+		opts.TCPIdle = defaultTCPIdle
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	m, err := newMetrics(opts.Registry)
 	if err != nil {
 		return nil, fmt.Errorf("zone: metrics: %w", err)
@@ -135,7 +159,13 @@ func New(opts Options, src Source) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, src: src, log: opts.Log, m: m, b: b, stale: true,
-		kick: make(chan struct{}, 1), notify: make(chan struct{}, 1), zoneFQ: fqdn(opts.Params.Zone)}
+		kick: make(chan struct{}, 1), notify: make(chan struct{}, 1), zoneFQ: fqdn(opts.Params.Zone),
+		rrl: newRRL(opts.RRL, opts.RRLSlip, opts.RRLExempt), now: opts.Now}
+	if err := opts.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dkimd_dns_tcp_connections", Help: "DNS TCP connections open now (at most --dns-tcp-max).",
+	}, func() float64 { return float64(s.tcpOpen.Load()) })); err != nil {
+		return nil, fmt.Errorf("zone: metrics: %w", err)
+	}
 	return s, nil
 }
 
@@ -321,6 +351,11 @@ func (s *Server) listen(n int) error {
 	if s.tcpLn, err = (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr); err != nil {
 		return fmt.Errorf("zone: listen tcp %s: %w", addr, err)
 	}
+	// Out of descriptors (EMFILE), accept pauses and retries rather than
+	// ending the server; the cap sits above it so that a connection closed
+	// for the cap costs no pause.
+	s.tcpLn = &capListener{Listener: accept.Wrap(s.tcpLn, s.acceptFailed), max: int64(s.opts.TCPMax),
+		open: &s.tcpOpen, rejected: s.m.tcpRejected.Inc}
 	return nil
 }
 
@@ -356,8 +391,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.serveUDPBatch(c) }()
 	}
+	idle := s.opts.TCPIdle
+	// miekg/dns answers a connection's queries in turn, as many as come:
+	// the first must arrive within ReadTimeout, each next one within
+	// IdleTimeout.
 	s.tcpSrv = &dns.Server{Listener: s.tcpLn, Handler: s, MsgAcceptFunc: acceptQueries,
-		ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+		ReadTimeout: idle, IdleTimeout: func() time.Duration { return idle }, WriteTimeout: 10 * time.Second,
+		MaxTCPQueries: -1}
 	if s.opts.TSIG != nil {
 		s.tcpSrv.TsigSecret = map[string]string{s.opts.TSIG.Name: s.opts.TSIG.Secret}
 	}
@@ -384,6 +424,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.closeListeners()
 	wg.Wait()
 	return err
+}
+
+// acceptFailed hears of a temporary accept error of the TCP listener.
+func (s *Server) acceptFailed(err error, pause time.Duration) {
+	s.m.tcpAcceptErrors.Inc()
+	s.log.Warn("DNS TCP accept failed; retrying", slog.String("err", err.Error()), slog.Duration("pause", pause))
 }
 
 // acceptQueries lets every request through to ServeDNS, which answers

@@ -2,6 +2,7 @@ package zone
 
 import (
 	"encoding/binary"
+	"unsafe"
 
 	"github.com/miekg/dns"
 )
@@ -40,6 +41,10 @@ type query struct {
 type Stat struct {
 	Qtype uint16
 	Rcode int
+	// ident tells answers apart for response-rate limiting (rrl.go): the
+	// address of the rendered body, one per name and type, so that no name
+	// is hashed again; identNXDomain, or identError plus the rcode.
+	ident uint64
 }
 
 // respond writes the response to the DNS message q into dst (which must
@@ -153,6 +158,11 @@ func (s *Snapshot) respond(dst, q []byte, tcp bool) ([]byte, Disposition, Stat) 
 		body = b
 	}
 	st.Rcode = rcode
+	if rcode == dns.RcodeNameError {
+		st.ident = identNXDomain
+	} else {
+		st.ident = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(body))))
+	}
 	out := s.begin(dst, q, &p, rcode, true)
 	size := len(out) + len(body) - 6
 	if p.edns {
