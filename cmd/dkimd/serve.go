@@ -74,6 +74,7 @@ func serve(ctx context.Context, inv *invocation) error {
 			return err
 		}
 	}
+	raiseFileLimit(log)
 	store, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -28,6 +28,10 @@ func (a *app) startDNS(ctx context.Context, g *errgroup.Group) error {
 		Secondaries: a.cfg.Secondaries,
 		XFRAllow:    a.cfg.XFRAllow,
 		Reconcile:   a.cfg.ReconcileInt,
+		RRL:         a.cfg.DNSRRL,
+		RRLSlip:     a.cfg.DNSRRLSlip,
+		RRLExempt:   a.cfg.DNSRRLExempt,
+		TCPMax:      a.cfg.DNSTCPMax,
 		Log:         a.log.With(slog.String("subsystem", "dns")),
 		Registry:    a.registry,
 	}
@@ -60,7 +64,9 @@ func (a *app) startDNS(ctx context.Context, g *errgroup.Group) error {
 		return fmt.Errorf("--dns-addr: %w", err)
 	}
 	a.log.Info("DNS listening", slog.String("addr", srv.Addr()), slog.String("zone", a.cfg.Zone),
-		slog.Uint64("serial", uint64(srv.Snapshot().Serial())), slog.Int("records", srv.Snapshot().Records()))
+		slog.Uint64("serial", uint64(srv.Snapshot().Serial())), slog.Int("records", srv.Snapshot().Records()),
+		slog.Int("rrl", a.cfg.DNSRRL), slog.Int("rrl_slip", a.cfg.DNSRRLSlip), slog.Int("rrl_exempt", len(a.cfg.DNSRRLExempt)),
+		slog.Int("tcp_max", a.cfg.DNSTCPMax))
 	g.Go(func() error { return srv.Serve(ctx) })
 	return nil
 }
