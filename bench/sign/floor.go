@@ -85,7 +85,7 @@ func runFloorServer(spec string) {
 	srv := gomilter.NewServer(
 		gomilter.WithMilter(func() gomilter.Milter { return &floorMilter{sign: sign} }),
 		gomilter.WithNegotiationCallback(func(mtaVersion, _ uint32, _, _ gomilter.OptAction, mtaProtocol, _ gomilter.OptProtocol, _ gomilter.DataSize) (uint32, gomilter.OptAction, gomilter.OptProtocol, gomilter.DataSize, error) {
-			return min(mtaVersion, gomilter.MaxServerProtocolVersion), gomilter.OptAddHeader, milter.Protocol & mtaProtocol, gomilter.DataSize64K, nil
+			return min(mtaVersion, gomilter.MaxServerProtocolVersion), gomilter.OptAddHeader, gomilter.OptProtocol(milter.Protocol) & mtaProtocol, gomilter.DataSize64K, nil
 		}),
 	)
 	if err := srv.Serve(milterLn); err != nil && !errors.Is(err, gomilter.ErrServerClosed) {

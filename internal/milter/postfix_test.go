@@ -139,7 +139,7 @@ func TestPostfixSignsThroughMilter(t *testing.T) {
 		}
 		conns++
 		t.Logf("Postfix milter connection: version %d, %s", rec.Version, rec.Protocol)
-		if rec.Version != 6 || !strings.Contains(rec.Protocol, "OptNoHeaderReply") || !strings.Contains(rec.Protocol, "OptNoBodyReply") {
+		if rec.Version != 6 || !strings.Contains(rec.Protocol, "NR_HDR") || !strings.Contains(rec.Protocol, "NR_BODY") {
 			t.Errorf("Postfix and the milter agreed on version %d, %s; want 6 with the no-reply options", rec.Version, rec.Protocol)
 		}
 	}
