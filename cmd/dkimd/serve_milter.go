@@ -12,8 +12,9 @@ import (
 )
 
 // startMilter starts the milter listener (Postfix smtpd_milters /
-// non_smtpd_milters, see deploy/postfix/main.cf.snippet); it stops when ctx
-// ends. Messages in flight when it stops are the MTA's to retry or pass, per
+// non_smtpd_milters, see deploy/postfix/main.cf.snippet) with its session
+// bounds (--milter-timeout, --milter-max-conns) and its answer to mail it
+// cannot sign (--milter-on-error); it stops when ctx ends. Messages in flight when it stops are the MTA's to retry or pass, per
 // its milter_default_action.
 func (a *app) startMilter(ctx context.Context, g *errgroup.Group) error {
 	if a.cfg.MilterAddr == "" {
@@ -24,7 +25,8 @@ func (a *app) startMilter(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return err
 	}
-	m, err := milter.New(milter.Options{Signer: s, Log: a.log.With(slog.String("listener", "milter")), Registerer: a.registry})
+	m, err := milter.New(milter.Options{Signer: s, Log: a.log.With(slog.String("listener", "milter")), Registerer: a.registry,
+		IdleTimeout: a.cfg.MilterTimeout, MaxConns: a.cfg.MilterMaxConns, OnError: a.cfg.MilterOnError})
 	if err != nil {
 		return err
 	}
@@ -32,7 +34,8 @@ func (a *app) startMilter(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return fmt.Errorf("--milter-addr: %w", err)
 	}
-	a.log.Info("milter listening", slog.String("addr", ln.Addr().String()))
+	a.log.Info("milter listening", slog.String("addr", ln.Addr().String()), slog.Duration("timeout", a.cfg.MilterTimeout),
+		slog.Int("max_conns", a.cfg.MilterMaxConns), slog.String("on_error", a.cfg.MilterOnError))
 	g.Go(func() error {
 		if err := m.Serve(ln); err != nil && ctx.Err() == nil {
 			return fmt.Errorf("milter listener: %w", err)
