@@ -39,6 +39,10 @@ func migrate(ctx context.Context, inv *invocation) error {
 	if err != nil {
 		return err
 	}
+	if err := migrateStore(ctx, store, inv.log); err != nil {
+		store.Close()
+		return err
+	}
 	return store.Close()
 }
 

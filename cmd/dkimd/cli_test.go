@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"io/fs"
 	"net"
@@ -244,6 +245,26 @@ func TestCLINeverGeneratesAKEK(t *testing.T) {
 	mustNotExist(t, filepath.Join(dataDir, "operator.token"))
 	if _, _, code := dkimd(t, env, "brand", "list"); code != 0 {
 		t.Fatal("brand list needs no KEK")
+	}
+
+	// A refused serve leaves a database it found empty empty: the KEK is
+	// checked before anything is migrated.
+	fresh := keystoretest.PostgresURL(t)
+	freshEnv := map[string]string{"DKIMD_DATABASE_URL": fresh, "DKIMD_DATA_DIR": dataDir}
+	if _, _, code := dkimd(t, freshEnv, "serve", "--api-addr", freeAddr(t), "--dns-addr", "", "--sign-addr", "", "--milter-addr", "", "--ops-addr", ""); code != 1 {
+		t.Fatalf("serve on a fresh Postgres without a KEK: exit %d", code)
+	}
+	db, err := sql.Open("pgx", fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var tables int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()`).Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if tables != 0 {
+		t.Errorf("the refused serve created %d tables", tables)
 	}
 
 	// An embedded store: only serve generates, and only while the store

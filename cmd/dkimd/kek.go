@@ -29,6 +29,9 @@ type kekPlan struct {
 func planKEK(ctx context.Context, cfg config.Config, store *keystore.SQL, mayGenerate bool) (kekPlan, error) {
 	ids, err := store.KEKIDs(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return kekPlan{}, ctx.Err()
+		}
 		return kekPlan{}, fail(err, "cannot read which key-encryption keys the store uses (--log-level debug shows why)")
 	}
 	expected := ""

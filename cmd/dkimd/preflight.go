@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 
@@ -68,5 +67,5 @@ func unwrapOp(err error) error {
 	if errors.As(err, &op) && op.Err != nil {
 		return op.Err
 	}
-	return fmt.Errorf("%w", err)
+	return err
 }

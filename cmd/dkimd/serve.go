@@ -48,8 +48,8 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // serve runs every listener and loop until ctx ends. Everything that can
 // fail is checked before anything is written: the embedded store's lock,
 // the listen addresses, the TLS pair and the TSIG key, then the store and
-// the KEK; only then may a KEK or an operator token be generated
-// (SPEC.md "Admin API and CLI").
+// the KEK; only then is the schema migrated, and only then may a KEK or an
+// operator token be generated (SPEC.md "Admin API and CLI").
 func serve(ctx context.Context, inv *invocation) error {
 	cfg, log := inv.cfg, inv.log
 	embedded := cfg.DatabaseURL == ""
@@ -80,8 +80,13 @@ func serve(ctx context.Context, inv *invocation) error {
 		return err
 	}
 	defer store.Close()
+	// The KEK is checked before the schema changes: a refused start leaves
+	// the database as it was.
 	plan, err := planKEK(ctx, cfg, store, embedded)
 	if err != nil {
+		return err
+	}
+	if err := migrateStore(ctx, store, log); err != nil {
 		return err
 	}
 	box := plan.box

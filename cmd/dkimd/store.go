@@ -14,22 +14,32 @@ import (
 )
 
 // openStore opens the configured store, creating an embedded one if needed,
-// and applies missing migrations: what serve and migrate do.
+// without migrating it: what serve and migrate start with.
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*keystore.SQL, error) {
 	store, err := keystore.Open(ctx, cfg.DataDir, cfg.DatabaseURL)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, storeFailure(err, cfg)
 	}
 	store.SetLog(log.With(slog.String("component", "keystore")))
+	return store, nil
+}
+
+// migrateStore applies the migrations the store lacks.
+func migrateStore(ctx context.Context, store *keystore.SQL, log *slog.Logger) error {
 	applied, err := store.Migrate(ctx)
 	if err != nil {
-		store.Close()
-		return nil, fail(err, "cannot migrate the database schema (--log-level debug shows why)")
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fail(err, "cannot migrate the database schema (--log-level debug shows why)")
 	}
 	for _, m := range applied {
 		log.Info("applied migration", slog.String("migration", m), slog.String("dialect", store.Dialect()))
 	}
-	return store, nil
+	return nil
 }
 
 // openExistingStore opens the store the other subcommands act on. It creates

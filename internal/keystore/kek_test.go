@@ -51,6 +51,30 @@ func TestKEKIDs(t *testing.T) {
 	})
 }
 
+// TestKEKIDsBeforeMigrating: a database nothing was migrated into has no
+// keys, so serve can check its KEK before it changes the schema.
+func TestKEKIDsBeforeMigrating(t *testing.T) {
+	ctx := context.Background()
+	for _, dialect := range []string{keystore.SQLite, keystore.Postgres} {
+		t.Run(dialect, func(t *testing.T) {
+			var s *keystore.SQL
+			var err error
+			if dialect == keystore.SQLite {
+				s, err = keystore.OpenSQLite(t.TempDir())
+			} else {
+				s, err = keystore.OpenPostgres(ctx, keystoretest.PostgresURL(t))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if ids, err := s.KEKIDs(ctx); err != nil || len(ids) != 0 {
+				t.Fatalf("KEKIDs of an empty database: %q, %v", ids, err)
+			}
+		})
+	}
+}
+
 // TestKEKIDsUseTheIndex: the query must not read every key, or each CLI call
 // would scan millions of rows on a large store.
 func TestKEKIDsUseTheIndex(t *testing.T) {
