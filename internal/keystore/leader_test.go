@@ -18,7 +18,7 @@ import (
 func TestPostgresLeader(t *testing.T) {
 	url := keystoretest.PostgresURL(t)
 	ctx := context.Background()
-	sa, sb := openPostgres(t, url), openPostgres(t, url)
+	sa, sb := keystoretest.OpenPostgres(t, url), keystoretest.OpenPostgres(t, url)
 	a, b := sa.Leader("rotation"), sb.Leader("rotation")
 	defer a.Close()
 	defer b.Close()
@@ -89,17 +89,4 @@ func TestSQLiteLeaderAlwaysLeads(t *testing.T) {
 	if held, err := l.Acquire(context.Background()); err != nil || !held {
 		t.Fatalf("Acquire = %v, %v; want leader", held, err)
 	}
-}
-
-func openPostgres(t *testing.T, url string) *keystore.SQL {
-	t.Helper()
-	s, err := keystore.OpenPostgres(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if _, err := s.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s
 }

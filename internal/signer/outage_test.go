@@ -3,9 +3,7 @@ package signer_test
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
-	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/cutproxy"
 	"dkimd/internal/dkimkey"
 	"dkimd/internal/keystore"
 	"dkimd/internal/keystore/keystoretest"
@@ -119,16 +118,9 @@ func TestOutageDirectoryPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startSwitchProxy(t, u.Host)
-	u.Host = proxy.addr()
-	store, err := keystore.OpenPostgres(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	if _, err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	proxy := cutproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	store := keystoretest.OpenPostgres(t, u.String())
 	svc := provisiontest.Service(t, store, signertest.Zone, nil)
 	actor := provision.Actor{Name: "test"}
 	const late = "late.example"
@@ -155,7 +147,7 @@ func TestOutageDirectoryPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	proxy.setDown(true)
+	proxy.SetDown(true)
 	res := signVerified(t, s, dns, late)
 	if res.Mode != signer.ModeFallback || res.Domain != signertest.Brand+"."+signertest.Zone {
 		t.Fatalf("store away: mode %s d=%s, want fallback d=%s.%s", res.Mode, res.Domain, signertest.Brand, signertest.Zone)
@@ -163,99 +155,12 @@ func TestOutageDirectoryPostgres(t *testing.T) {
 	wantStoreError(t, s, signertest.Unknown)
 	wantMetric(t, reg, "dkimd_sign_outage_fallback_total", 1, "")
 
-	proxy.setDown(false)
+	proxy.SetDown(false)
 	res = signVerified(t, s, dns, late)
 	if res.Mode != signer.ModeAligned || res.Domain != late {
 		t.Fatalf("store back: mode %s d=%s, want aligned d=%s", res.Mode, res.Domain, late)
 	}
 	wantMetric(t, reg, "dkimd_sign_outage_fallback_total", 1, "after the store came back")
-}
-
-// switchProxy forwards TCP connections to a backend until it is set down:
-// then it drops every open connection and refuses new ones (accepts and
-// closes them), as a database host that went away would.
-type switchProxy struct {
-	ln      net.Listener
-	backend string
-
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
-}
-
-func startSwitchProxy(t *testing.T, backend string) *switchProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &switchProxy{ln: ln, backend: backend, conns: make(map[net.Conn]struct{})}
-	go p.serve()
-	t.Cleanup(func() {
-		ln.Close()
-		p.setDown(true)
-	})
-	return p
-}
-
-func (p *switchProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *switchProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		go p.forward(c)
-	}
-}
-
-func (p *switchProxy) forward(c net.Conn) {
-	if !p.track(c) {
-		c.Close()
-		return
-	}
-	b, err := net.Dial("tcp", p.backend)
-	if err != nil || !p.track(b) {
-		if b != nil {
-			b.Close()
-		}
-		p.drop(c)
-		return
-	}
-	go func() { _, _ = io.Copy(b, c); p.drop(b) }()
-	_, _ = io.Copy(c, b)
-	p.drop(c)
-}
-
-// track records an open connection; false when the proxy is down.
-func (p *switchProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.down {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *switchProxy) drop(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-	c.Close()
-}
-
-func (p *switchProxy) setDown(down bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = down
-	if down {
-		for c := range p.conns {
-			c.Close()
-			delete(p.conns, c)
-		}
-	}
 }
 
 // TestKeepWarmFollowsChanges: a brand key added (a key change, announced by

@@ -20,18 +20,7 @@ func TestWatchSeesOtherReplicas(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := keystoretest.PostgresURL(t)
-	open := func() *keystore.SQL {
-		s, err := keystore.OpenPostgres(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	here, other := open(), open()
-	if _, err := here.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	here, other := keystoretest.OpenPostgres(t, url), keystoretest.OpenPostgres(t, url)
 	svc := provisiontest.Service(t, other, "oxcloud.zone", nil)
 	actor := provision.Actor{Name: "test"}
 	if _, err := svc.CreateBrand(ctx, "acme", actor); err != nil {

@@ -556,18 +556,7 @@ func TestDig(t *testing.T) {
 func TestReplicasOnPostgres(t *testing.T) {
 	ctx := context.Background()
 	url := keystoretest.PostgresURL(t)
-	open := func() *keystore.SQL {
-		s, err := keystore.OpenPostgres(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		if _, err := s.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	writer, reader := open(), open()
+	writer, reader := keystoretest.OpenPostgres(t, url), keystoretest.OpenPostgres(t, url)
 	svc := provisiontest.Service(t, writer, testZone, nil)
 	actor := provision.Actor{Name: "test"}
 	if _, err := svc.CreateBrand(ctx, "acme", actor); err != nil {

@@ -72,22 +72,36 @@ func PostgresURL(t testing.TB) string {
 // Open opens and migrates a store of the given dialect for one test.
 func Open(t testing.TB, dialect string) *keystore.SQL {
 	t.Helper()
-	ctx := context.Background()
-	var s *keystore.SQL
-	var err error
 	switch dialect {
 	case keystore.SQLite:
-		s, err = keystore.OpenSQLite(t.TempDir())
+		s, err := keystore.OpenSQLite(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return migrated(t, s)
 	case keystore.Postgres:
-		s, err = keystore.OpenPostgres(ctx, PostgresURL(t))
-	default:
-		t.Fatalf("unknown dialect %q", dialect)
+		return OpenPostgres(t, PostgresURL(t))
 	}
+	t.Fatalf("unknown dialect %q", dialect)
+	return nil
+}
+
+// OpenPostgres opens and migrates a store on a test database that exists
+// already (PostgresURL): a second replica on the same database, or the
+// same database reached through a proxy. It is closed at cleanup.
+func OpenPostgres(t testing.TB, url string) *keystore.SQL {
+	t.Helper()
+	s, err := keystore.OpenPostgres(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return migrated(t, s)
+}
+
+func migrated(t testing.TB, s *keystore.SQL) *keystore.SQL {
+	t.Helper()
 	t.Cleanup(func() { s.Close() })
-	if _, err := s.Migrate(ctx); err != nil {
+	if _, err := s.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return s
