@@ -7,6 +7,14 @@
 #   temp dir), REUSE=<kept dir> (skip loading), SETTLE=5 (seconds between the
 #   transfer and the measurement), *_PORT to move the listeners.
 #
+# dkimd runs with response-rate limiting off (--dns-rrl 0, as NSD's
+# rrl-ratelimit: 0 here). RRL=1 (the default; RRL=0 skips it) also runs a
+# second dkimd, "dkimd-rrl", on a copy of the store with it on
+# (--dns-rrl 200) and the load generator's address exempted, so that the
+# cost of the limiter's path is measured beside it. BASE=<git revision>
+# runs a third, "dkimd-base", built from that revision (with BASE_FLAGS),
+# to show a change does not make dkimd slower, in the same run.
+#
 # Needs nsd, dnsperf and dig (Debian: nsd dnsperf bind9-dnsutils). Everything
 # listens on 127.0.0.1; all state lives in a temporary directory.
 set -euo pipefail
@@ -40,6 +48,12 @@ cd "$(dirname "$0")/.."
 echo "== building"
 go build -o "$WORK/dkimd" ./cmd/dkimd
 go build -o "$WORK/load" ./bench/dns/load
+if [ -n "${BASE:-}" ]; then
+	echo "== building dkimd at $BASE"
+	mkdir "$WORK/base-src"
+	git archive "$BASE" | tar -x -C "$WORK/base-src"
+	(cd "$WORK/base-src" && go build -o "$WORK/dkimd-base" ./cmd/dkimd)
+fi
 
 if [ -n "${REUSE:-}" ]; then
 	# REUSE=/tmp/bench-dns.XXXX from an earlier run with KEEP=1: skip the load.
@@ -60,7 +74,7 @@ echo "== starting dkimd on 127.0.0.1:$DNS_PORT (GOMAXPROCS=$DKIMD_PROCS)"
 t0=$(date +%s.%N)
 GOMAXPROCS=$DKIMD_PROCS "$WORK/dkimd" serve --data-dir "$WORK/data" --zone "$ZONE" \
 	--dns-addr "127.0.0.1:$DNS_PORT" --api-addr "127.0.0.1:$API_PORT" --ops-addr "127.0.0.1:$OPS_PORT" \
-	--sign-addr "" --milter-addr "" --log-level warn \
+	--sign-addr "" --milter-addr "" --log-level warn --dns-rrl 0 \
 	--tsig-key-file "$WORK/tsig.key" --xfr-allow 127.0.0.1 --secondaries "127.0.0.1:$NSD_PORT" \
 	>"$WORK/dkimd.log" 2>&1 &
 DKIMD_PID=$!
@@ -116,6 +130,34 @@ Q=$(sed -n 1p "$WORK/queries.txt" | cut -d' ' -f1)
 a=$(dig @127.0.0.1 -p "$DNS_PORT" +short TXT "$Q"); b=$(dig @127.0.0.1 -p "$NSD_PORT" +short TXT "$Q")
 [ "$a" = "$b" ] && [ -n "$a" ] || { echo "answers differ for $Q: dkimd $a / nsd $b"; exit 1; }
 
+# The other dkimd instances, each on a copy of the store (one serve per
+# data dir) and ports of its own: name binary port flags...
+INSTANCES=(dkimd)
+declare -A PORT_OF=([dkimd]=$DNS_PORT [nsd]=$NSD_PORT) PID_OF=([dkimd]=$DKIMD_PID [nsd]=nsd)
+start_other() {
+	local name=$1 bin=$2 port=$3
+	shift 3
+	cp -r "$WORK/data" "$WORK/data-$name"
+	rm -f "$WORK/data-$name"/*.lock
+	GOMAXPROCS=$DKIMD_PROCS "$bin" serve --data-dir "$WORK/data-$name" --zone "$ZONE" \
+		--dns-addr "127.0.0.1:$port" --api-addr "127.0.0.1:$((port + 1000))" --ops-addr "127.0.0.1:$((port + 2000))" \
+		--sign-addr "" --milter-addr "" --log-level warn "$@" >"$WORK/$name.log" 2>&1 &
+	PIDS+=($!)
+	PID_OF[$name]=$!
+	PORT_OF[$name]=$port
+	INSTANCES+=("$name")
+	for _ in $(seq 600); do [ "$(serial "$port")" = "$SERIAL" ] && break; sleep 0.2; done
+	[ "$(serial "$port")" = "$SERIAL" ] || { echo "$name did not answer serial $SERIAL"; cat "$WORK/$name.log"; exit 1; }
+	echo "$name answers serial $SERIAL on 127.0.0.1:$port ($*)"
+}
+if [ "${RRL:-1}" != 0 ]; then
+	start_other dkimd-rrl "$WORK/dkimd" $((DNS_PORT + 2)) --dns-rrl 200 --dns-rrl-exempt 127.0.0.1
+fi
+if [ -n "${BASE:-}" ]; then
+	# shellcheck disable=SC2086 # BASE_FLAGS is a list of flags
+	start_other dkimd-base "$WORK/dkimd-base" $((DNS_PORT + 3)) ${BASE_FLAGS:-}
+fi
+
 # The first AXFR makes much garbage in dkimd (every record is unpacked
 # into a message); let the collection it triggers finish before measuring.
 sleep "${SETTLE:-5}"
@@ -169,15 +211,22 @@ percentiles() { # name port
 
 echo "== dnsperf -l $DURATION -c $CLIENTS -T 1, $(wc -l <"$WORK/queries.txt") queries in the file, 90% existing TXT, 10% NXDOMAIN"
 for _ in $(seq "$ROUNDS"); do
-	run dkimd "$DNS_PORT" "$DKIMD_PID"
-	run nsd "$NSD_PORT" nsd
+	for name in "${INSTANCES[@]}" nsd; do
+		run "$name" "${PORT_OF[$name]}" "${PID_OF[$name]}"
+	done
 done
-percentiles dkimd "$DNS_PORT"
-percentiles nsd "$NSD_PORT"
+for name in "${INSTANCES[@]}" nsd; do
+	percentiles "$name" "${PORT_OF[$name]}"
+done
 
 best() { sort -g "$WORK/$1.qps" | tail -1; }
-echo "== summary: N=$N domains on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-echo "dkimd best qps $(best dkimd), NSD best qps $(best nsd), ratio dkimd/NSD $(echo "scale=2; $(best dkimd) / $(best nsd)" | bc)"
 bestc() { sort -g "$WORK/$1.percpu" | tail -1; }
+echo "== summary: N=$N domains on $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+for name in "${INSTANCES[@]}"; do
+	printf '%-10s best qps %7s (%s x NSD %s)  best queries/CPU-second %7s (%s x NSD %s)\n' "$name" \
+		"$(best "$name")" "$(echo "scale=2; $(best "$name") / $(best nsd)" | bc)" "$(best nsd)" \
+		"$(bestc "$name")" "$(echo "scale=2; $(bestc "$name") / $(bestc nsd)" | bc)" "$(bestc nsd)"
+done
+echo "dkimd best qps $(best dkimd), NSD best qps $(best nsd), ratio dkimd/NSD $(echo "scale=2; $(best dkimd) / $(best nsd)" | bc)"
 echo "dkimd best queries/CPU-second $(bestc dkimd), NSD $(bestc nsd), ratio dkimd/NSD $(echo "scale=2; $(bestc dkimd) / $(bestc nsd)" | bc)"
 echo "dkimd RSS $((RSS_KB / 1024)) MiB, Go heap in use $((${HEAP:-0} / 1048576)) MiB: $(echo "scale=0; $RSS_KB * 1024 / $N" | bc) bytes RSS per domain, $(( ${HEAP:-0} / N )) bytes heap per domain"
