@@ -11,8 +11,9 @@ import (
 
 // Watch calls fn after every commit that changed the zone: in this process
 // on either dialect, before Update returns (so that a caller who wrote a
-// key signs and answers with it at once), and on Postgres after a commit of
-// any replica sharing the database (LISTEN on ZoneChannel). It is also
+// key signs and answers with it at once), on Postgres after a commit of
+// any replica sharing the database (LISTEN on ZoneChannel), and on SQLite
+// within sqlitePollEvery of a commit by another process (pollLoop). It is also
 // called after every (re)connection of the Postgres listener, because
 // changes may have been missed while it was down. fn tells a consumer to
 // reread what it needs from the store; it must return quickly and never
@@ -32,10 +33,15 @@ func (s *SQL) Watch(ctx context.Context, fn func()) {
 	w.next++
 	id := w.next
 	w.subs[id] = fn
-	if s.dialect == Postgres && w.stop == nil {
+	if w.stop == nil {
 		lctx, cancel := context.WithCancel(context.Background())
 		w.stop, w.done = cancel, make(chan struct{})
-		go s.listenLoop(lctx, w.done)
+		if s.dialect == Postgres {
+			go s.listenLoop(lctx, w.done)
+		} else {
+			// Commits of another process on the same file: the CLI.
+			go s.pollLoop(lctx, w.done)
+		}
 	}
 	w.mu.Unlock()
 	context.AfterFunc(ctx, func() {
