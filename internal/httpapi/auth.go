@@ -238,6 +238,13 @@ func (s *Server) brandAuth(next http.Handler) http.Handler {
 }
 
 func (s *Server) verifyBrand(r *http.Request, brand, secret string) (bool, error) {
+	// One source prefix may hold only its share of the hashing slots, so
+	// that a flood from one place leaves slots for logins from elsewhere.
+	src := sourcePrefix(r)
+	if !s.hashShares.take(src) {
+		return false, errHashBusy
+	}
+	defer s.hashShares.release(src)
 	// Each argon2 run takes 64 MiB and a core for ~100 ms: bound how many run
 	// at once (GOMAXPROCS), so that a flood of bad logins from many sources
 	// can neither exhaust memory nor take every core from cached logins and
@@ -268,6 +275,38 @@ func (s *Server) verifyBrand(r *http.Request, brand, secret string) (bool, error
 		return false, err
 	}
 	return ok && exists, nil
+}
+
+// shares counts the hashing slots each source prefix holds or waits for,
+// and lets none hold more than max.
+type shares struct {
+	max  int
+	mu   sync.Mutex
+	held map[string]int
+}
+
+// newShares gives each source half the slots (at least one), so that with
+// two cores or more one source never holds them all.
+func newShares(slots int) *shares {
+	return &shares{max: max(1, slots/2), held: map[string]int{}}
+}
+
+func (h *shares) take(src string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held[src] >= h.max {
+		return false
+	}
+	h.held[src]++
+	return true
+}
+
+func (h *shares) release(src string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held[src]--; h.held[src] <= 0 {
+		delete(h.held, src)
+	}
 }
 
 func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request, challenge string) {

@@ -214,3 +214,39 @@ func TestThrottleOnARealListener(t *testing.T) {
 		t.Errorf("real brand from 127.0.0.1 during the flood from 127.0.1.1: %d, want 404", got)
 	}
 }
+
+// TestOneSourceHoldsOnlyItsShareOfHashing: a flood from one prefix that
+// holds its share of the hashing slots is told to retry at once, and a
+// login from another prefix still gets a slot.
+func TestOneSourceHoldsOnlyItsShareOfHashing(t *testing.T) {
+	store := keystoretest.Open(t, keystore.SQLite)
+	e := newEnv(t, store, func(o *Options) { o.HashWait = 20 * time.Millisecond })
+	e.brand("acme")
+	const flooder = "192.0.2.0/24"
+	share := max(1, cap(e.srv.argonSlots)/2)
+	for range share {
+		if !e.srv.hashShares.take(flooder) {
+			t.Fatal("could not take the share")
+		}
+	}
+	flood := e.as("acme", "GET", dkimPath+"/acme")
+	flood.remote = "192.0.2.77:1"
+	w := e.do(flood)
+	wantError(t, w, 503, "LOGIN_BUSY", "")
+	if ra := w.Header().Get("Retry-After"); ra != "1" {
+		t.Errorf("Retry-After %q", ra)
+	}
+	if cap(e.srv.argonSlots) > 1 {
+		other := e.as("acme", "GET", dkimPath+"/acme")
+		other.remote = "198.51.100.1:1"
+		wantStatus(t, e.do(other), 404)
+	}
+	for range share {
+		e.srv.hashShares.release(flooder)
+	}
+	e.srv.creds.forget("acme")
+	wantStatus(t, e.do(flood), 404)
+	if n := len(e.srv.hashShares.held); n != 0 {
+		t.Errorf("%d sources still hold shares after every login ended", n)
+	}
+}

@@ -66,7 +66,8 @@ type Options struct {
 	Lockout           time.Duration
 	// HashWait bounds how long a login waits for one of the GOMAXPROCS
 	// password-hashing slots before it is answered 503 with Retry-After;
-	// 0 means 1 s.
+	// 0 means 1 s. One source prefix holds or waits for at most half the
+	// slots (at least one); a login beyond that share gets the 503 at once.
 	HashWait time.Duration
 }
 
@@ -83,6 +84,7 @@ type Server struct {
 	operatorSet bool
 	creds       *credCache
 	argonSlots  chan struct{}
+	hashShares  *shares // each source prefix's part of argonSlots
 	hashWait    time.Duration
 	pairs       *throttle // failures per source prefix and brand, and the operator's per prefix
 	sources     *throttle // failures per source prefix, whatever the brand
@@ -117,6 +119,7 @@ func New(o Options) *Server {
 		metrics: o.Metrics, now: o.Now,
 		creds:      newCredCache(o.CredentialTTL, o.Now),
 		argonSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		hashShares: newShares(runtime.GOMAXPROCS(0)),
 		hashWait:   o.HashWait,
 		pairs:      newThrottle(o.MaxFailures, o.FailureWindow, o.Lockout, o.Now),
 		sources:    newThrottle(o.SourceMaxFailures, o.FailureWindow, o.Lockout, o.Now),
