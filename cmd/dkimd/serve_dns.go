@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 
 	"golang.org/x/sync/errgroup"
 
+	"dkimd/internal/ops"
 	"dkimd/internal/zone"
 )
 
@@ -32,6 +34,7 @@ func (a *app) startDNS(ctx context.Context, g *errgroup.Group) error {
 		RRLSlip:     a.cfg.DNSRRLSlip,
 		RRLExempt:   a.cfg.DNSRRLExempt,
 		TCPMax:      a.cfg.DNSTCPMax,
+		RetryAccept: func(ln net.Listener) net.Listener { return ops.RetryAccept(a.registry, a.log, "dns-tcp", ln) },
 		Log:         a.log.With(slog.String("subsystem", "dns")),
 		Registry:    a.registry,
 	}

@@ -60,7 +60,6 @@ type metrics struct {
 	rrlDropped, rrlSlipped prometheus.Counter
 	readErrors             prometheus.Counter
 	tcpRejected            prometheus.Counter
-	tcpAcceptErrors        prometheus.Counter
 }
 
 // durationSample: one query in this many is timed. Reading the clock twice
@@ -91,9 +90,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		tcpRejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dkimd_dns_tcp_rejected_total", Help: "DNS TCP connections closed at once because --dns-tcp-max connections were open.",
 		}),
-		tcpAcceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dkimd_dns_tcp_accept_errors_total", Help: "Temporary errors accepting DNS TCP connections (EMFILE, ENFILE, ...); each is retried after a pause.",
-		}),
 	}
 	rrl := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dkimd_dns_rrl_total", Help: "UDP answers held back by response-rate limiting (--dns-rrl): dropped, or slipped (sent empty with TC so the client retries over TCP).",
@@ -116,7 +112,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	for _, c := range []prometheus.Collector{queries, m.duration, m.records, m.serial, reloads, m.notifies, m.xfrs,
-		rrl, m.readErrors, m.tcpRejected, m.tcpAcceptErrors} {
+		rrl, m.readErrors, m.tcpRejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

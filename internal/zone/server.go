@@ -102,6 +102,11 @@ type Options struct {
 	TCPMax   int
 	TCPIdle  time.Duration
 	Now      func() time.Time // the clock of the RRL windows; nil: time.Now
+	// RetryAccept wraps the TCP listener so that a temporary accept error
+	// (EMFILE) pauses and retries instead of ending the server, logged and
+	// counted (cmd/dkimd gives ops.RetryAccept); nil: accept.Wrap with a
+	// log line.
+	RetryAccept func(net.Listener) net.Listener
 	Log      *slog.Logger
 	Registry prometheus.Registerer // nil: a private registry
 }
@@ -354,7 +359,11 @@ func (s *Server) listen(n int) error {
 	// Out of descriptors (EMFILE), accept pauses and retries rather than
 	// ending the server; the cap sits above it so that a connection closed
 	// for the cap costs no pause.
-	s.tcpLn = &capListener{Listener: accept.Wrap(s.tcpLn, s.acceptFailed), max: int64(s.opts.TCPMax),
+	retry := s.opts.RetryAccept
+	if retry == nil {
+		retry = func(ln net.Listener) net.Listener { return accept.Wrap(ln, s.acceptFailed) }
+	}
+	s.tcpLn = &capListener{Listener: retry(s.tcpLn), max: int64(s.opts.TCPMax),
 		open: &s.tcpOpen, rejected: s.m.tcpRejected.Inc}
 	return nil
 }
@@ -426,9 +435,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-// acceptFailed hears of a temporary accept error of the TCP listener.
+// acceptFailed hears of a temporary accept error of the TCP listener when
+// no Options.RetryAccept was given.
 func (s *Server) acceptFailed(err error, pause time.Duration) {
-	s.m.tcpAcceptErrors.Inc()
 	s.log.Warn("DNS TCP accept failed; retrying", slog.String("err", err.Error()), slog.Duration("pause", pause))
 }
 
