@@ -99,16 +99,16 @@ type Options struct {
 	RRLExempt []netip.Prefix
 	// TCPMax caps the TCP connections open at once (0: 1000); TCPIdle
 	// closes one that sends no query for that long (0: 10 s).
-	TCPMax   int
-	TCPIdle  time.Duration
-	Now      func() time.Time // the clock of the RRL windows; nil: time.Now
+	TCPMax  int
+	TCPIdle time.Duration
+	Now     func() time.Time // the clock of the RRL windows; nil: time.Now
 	// RetryAccept wraps the TCP listener so that a temporary accept error
 	// (EMFILE) pauses and retries instead of ending the server, logged and
 	// counted (cmd/dkimd gives ops.RetryAccept); nil: accept.Wrap with a
 	// log line.
 	RetryAccept func(net.Listener) net.Listener
-	Log      *slog.Logger
-	Registry prometheus.Registerer // nil: a private registry
+	Log         *slog.Logger
+	Registry    prometheus.Registerer // nil: a private registry
 }
 
 // Server serves the zone from the current snapshot.
