@@ -21,6 +21,7 @@ import (
 	"dkimd/internal/ops"
 	"dkimd/internal/provision"
 	"dkimd/internal/sealbox"
+	"dkimd/internal/signer"
 )
 
 // app is what the listeners and loops of `dkimd serve` share.
@@ -33,8 +34,9 @@ type app struct {
 	registry *prometheus.Registry
 	now      func() time.Time
 
-	api   *httpapi.Server // set by startAPI; rotation plugs into it
-	ready *ops.Readiness  // what /readyz checks; subsystems register theirs
+	api    *httpapi.Server // set by startAPI; rotation plugs into it
+	signer *signer.Signer  // the one of the process, see sharedSigner
+	ready  *ops.Readiness  // what /readyz checks; subsystems register theirs
 
 	operatorToken string // the admin API's bearer token, loaded or generated before any listener starts
 }

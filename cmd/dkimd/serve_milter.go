@@ -21,7 +21,7 @@ func (a *app) startMilter(ctx context.Context, g *errgroup.Group) error {
 		a.log.Info("milter listener disabled")
 		return nil
 	}
-	s, err := a.newSigner(ctx, g, "milter")
+	s, err := a.sharedSigner(ctx, g)
 	if err != nil {
 		return err
 	}

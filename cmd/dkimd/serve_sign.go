@@ -19,16 +19,20 @@ import (
 // over a slow link is what takes time.
 const signShutdownTimeout = 15 * time.Second
 
-// newSigner builds a signer for one transport: each listener owns its own,
-// told apart by the listener label of the dkimd_sign_* metrics. Key changes
-// committed by this process or another replica reach it through the store's
-// Watch; a domain's status change, which announces nothing, within
-// signer.Options.MaxAge (30 s). Each signer also keeps its outage directory
-// current (signer.KeepWarm).
-func (a *app) newSigner(ctx context.Context, g *errgroup.Group, listener string) (*signer.Signer, error) {
+// sharedSigner returns the process's one Signer, built on first use: the
+// sign endpoint and the milter share it, so there is one key cache, one
+// outage directory and one store watch however many transports listen (the
+// transports count their own requests). Key changes committed by this
+// process or another replica reach it through the store's Watch; a domain's
+// status change, which announces nothing, within signer.Options.MaxAge
+// (30 s). ctx and g are those of serve: every caller passes the same.
+func (a *app) sharedSigner(ctx context.Context, g *errgroup.Group) (*signer.Signer, error) {
+	if a.signer != nil {
+		return a.signer, nil
+	}
 	s, err := signer.New(signer.Options{
-		Store: a.store, Box: a.box, Zone: a.cfg.Zone, Now: a.now,
-		Log: a.log.With(slog.String("listener", listener)), Registerer: a.registry, Listener: listener,
+		Store: a.store, Box: a.box, Zone: a.cfg.Zone, Now: a.now, SignExpiry: a.cfg.SignExpiry,
+		Log: a.log.With(slog.String("component", "signer")), Registerer: a.registry,
 	})
 	if err != nil {
 		return nil, err
@@ -42,6 +46,7 @@ func (a *app) newSigner(ctx context.Context, g *errgroup.Group, listener string)
 		s.KeepWarm(ctx)
 		return nil
 	})
+	a.signer = s
 	return s, nil
 }
 
@@ -52,7 +57,7 @@ func (a *app) startSign(ctx context.Context, g *errgroup.Group) error {
 		a.log.Info("sign listener disabled")
 		return nil
 	}
-	s, err := a.newSigner(ctx, g, "http")
+	s, err := a.sharedSigner(ctx, g)
 	if err != nil {
 		return err
 	}

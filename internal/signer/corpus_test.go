@@ -10,11 +10,11 @@ import (
 	"dkimd/internal/signer/signertest"
 )
 
-// TestCorpusVerifiesWithDkimpy signs every message of testdata/corpus and
-// has Debian's dkimpy verify each signature through the loopback DNS, as a
-// receiving MTA would. One tampered message is the control that shows the
-// verifier does reject.
-func TestCorpusVerifiesWithDkimpy(t *testing.T) {
+// TestCorpusVerifies signs every message of testdata/corpus and has
+// Debian's dkimpy, OpenDKIM and go-msgauth verify each signature through the
+// loopback DNS, as a receiving MTA would. One tampered message is the
+// control that shows the verifiers do reject.
+func TestCorpusVerifies(t *testing.T) {
 	t.Parallel()
 	signertest.RequireDkimpy(t)
 	f := signertest.New(t)
@@ -44,6 +44,8 @@ func TestCorpusVerifiesWithDkimpy(t *testing.T) {
 	const control = "control: tampered body"
 	wire[control] = []byte(strings.Replace(string(wire["01-plain-ascii"]), "plain text.", "plain text!", 1))
 	results := signertest.VerifyDkimpy(t, f.DNS, wire)
+	signertest.RequireOpenDKIM(t)
+	odResults := signertest.VerifyOpenDKIM(t, f.DNS, wire)
 	for name, want := range wantSigs {
 		t.Run(name, func(t *testing.T) {
 			rs := results[name]
@@ -53,6 +55,14 @@ func TestCorpusVerifiesWithDkimpy(t *testing.T) {
 			for _, r := range rs {
 				if !r.OK {
 					t.Errorf("dkimpy: d=%s s=%s a=%s does not verify %s", r.D, r.S, r.A, r.Error)
+				}
+			}
+			if od := odResults[name]; len(od) != want {
+				t.Errorf("OpenDKIM saw %d signatures, want %d", len(od), want)
+			}
+			for _, r := range odResults[name] {
+				if !r.OK {
+					t.Errorf("OpenDKIM: %s", r.Said)
 				}
 			}
 			for _, v := range signertest.VerifyGo(t, f.DNS, wire[name]) {
@@ -66,6 +76,11 @@ func TestCorpusVerifiesWithDkimpy(t *testing.T) {
 		for _, r := range results[control] {
 			if r.OK {
 				t.Errorf("dkimpy verified a tampered message (d=%s s=%s)", r.D, r.S)
+			}
+		}
+		for _, r := range odResults[control] {
+			if r.OK {
+				t.Errorf("OpenDKIM verified a tampered message: %s", r.Said)
 			}
 		}
 	})

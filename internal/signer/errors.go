@@ -6,13 +6,16 @@ import (
 )
 
 // Refusal codes: why a message was not signed. They are stable strings
-// that the HTTP endpoint puts in its error envelope and the milter logs.
+// that the HTTP endpoint puts in its error envelope and the milter logs;
+// package signhttp's doc lists them with what each means, for MTA-side
+// scripts: keep the two in step.
 const (
 	CodeNoFrom            = "no-from"
 	CodeMultipleFrom      = "multiple-from"
 	CodeBadFrom           = "bad-from"
 	CodeHeaderUnparseable = "header-unparseable"
 	CodeHeaderTooLarge    = "header-too-large"
+	CodeBodyBareCR        = "body-bare-cr"
 	CodeUnknownDomain     = "unknown-domain"
 	CodeAmbiguousDomain   = "ambiguous-domain"
 	CodeNoActiveKey       = "no-active-key"

@@ -2,7 +2,6 @@ package signer
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"io"
 	"mime"
@@ -39,57 +38,6 @@ func readHeader(br *bufio.Reader, buf []byte, max int) (header []byte, eoh bool,
 	}
 }
 
-// fromFields checks that a header block (ending with or without its empty
-// line) is a sequence of header fields, and returns the values of its From
-// fields, unfolded. It refuses what RFC 5322 §2.2 does not allow, since a
-// header that does not parse cannot be signed in a way every verifier reads
-// alike. Only From is kept: it is all the key choice needs, and copying
-// every field would be most of the garbage a message makes.
-func fromFields(h []byte) ([]string, error) {
-	var from []string
-	started, inFrom := false, false
-	for len(h) > 0 {
-		var line []byte
-		if i := bytes.IndexByte(h, '\n'); i >= 0 {
-			line, h = h[:i], h[i+1:]
-		} else {
-			line, h = h, nil
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			break // the empty line that ends the header
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if !started {
-				return nil, refuse(CodeHeaderUnparseable, "the header block starts with a continuation line")
-			}
-			if inFrom {
-				from[len(from)-1] += string(line)
-			}
-			continue
-		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			return nil, refuse(CodeHeaderUnparseable, "header line %q has no colon", truncate(string(line), 60))
-		}
-		name = bytes.TrimRight(name, " \t") // obs-fields allow WSP before the colon
-		if len(name) == 0 {
-			return nil, refuse(CodeHeaderUnparseable, "a header field has an empty name")
-		}
-		for _, c := range name {
-			if c < 33 || c > 126 {
-				return nil, refuse(CodeHeaderUnparseable, "header field name %q has a character RFC 5322 does not allow", truncate(string(name), 60))
-			}
-		}
-		started = true
-		inFrom = bytes.EqualFold(name, []byte("From"))
-		if inFrom {
-			from = append(from, string(value))
-		}
-	}
-	return from, nil
-}
-
 // addressParser decodes RFC 2047 display names in any charset well enough
 // to find the address; the display name itself is never used.
 var addressParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
@@ -97,7 +45,8 @@ var addressParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
 }}
 
 // fromDomain returns the domain of the single RFC 5322 From address, given
-// the values of the From fields.
+// the values of the From fields (a field name with white space before its
+// colon counts: dkim.Header reads it as verifiers do).
 func fromDomain(from []string) (string, error) {
 	switch len(from) {
 	case 0:

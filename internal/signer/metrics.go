@@ -22,40 +22,42 @@ type metrics struct {
 	outage   prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, listener string) (*metrics, error) {
-	cl := prometheus.Labels{"listener": listener}
+// newMetrics makes the dkimd_sign_* metrics of the process's one Signer;
+// the transports count their own requests (dkimd_sign_http_*,
+// dkimd_sign_milter_*).
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		signed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dkimd_sign_messages_total", ConstLabels: cl,
+			Name: "dkimd_sign_messages_total",
 			Help: "Messages signed, by mode (aligned: the From domain's key; fallback: the brand's key).",
 		}, []string{"mode"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dkimd_sign_refused_total", ConstLabels: cl,
+			Name: "dkimd_sign_refused_total",
 			Help: "Messages not signed, by reason code (no-from, unknown-domain, ...).",
 		}, []string{"code"}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dkimd_sign_errors_total", ConstLabels: cl,
+			Name: "dkimd_sign_errors_total",
 			Help: "Messages not signed because of a failure of dkimd (store, key, signing), not the message.",
 		}),
 		reads: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dkimd_sign_read_errors_total", ConstLabels: cl,
+			Name: "dkimd_sign_read_errors_total",
 			Help: "Messages not signed because reading them failed: a client that went away, a truncated or oversized upload.",
 		}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "dkimd_sign_duration_seconds", ConstLabels: cl,
+			Name:    "dkimd_sign_duration_seconds",
 			Help:    "Time from the header block to the finished signatures of a signed message.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, 1},
 		}),
 		keyLoads: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dkimd_sign_key_loads_total", ConstLabels: cl,
+			Name: "dkimd_sign_key_loads_total",
 			Help: "Private keys unsealed and parsed into the signing cache.",
 		}),
 		stale: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dkimd_sign_stale_plans_total", ConstLabels: cl,
+			Name: "dkimd_sign_stale_plans_total",
 			Help: "Key choices served from memory past their age because the store failed.",
 		}),
 		outage: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dkimd_sign_outage_fallback_total", ConstLabels: cl,
+			Name: "dkimd_sign_outage_fallback_total",
 			Help: "Messages from a domain not resolved before the store failed, signed with its brand's fallback key from the outage directory.",
 		}),
 	}

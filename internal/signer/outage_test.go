@@ -139,7 +139,7 @@ func TestOutageDirectoryPostgres(t *testing.T) {
 
 	reg := prometheus.NewRegistry()
 	s, err := signer.New(signer.Options{Store: store, Box: svc.Box, Zone: signertest.Zone,
-		Log: slog.New(slog.DiscardHandler), Registerer: reg, Listener: "library"})
+		Log: slog.New(slog.DiscardHandler), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,17 +1,19 @@
 // Package signer DKIM-signs outbound mail with the keys in the keystore. It
 // picks the key by the RFC 5322 From domain (the domain's own active key when
 // the domain is active, else its brand's fallback key, else no signature and
-// a reason), signs with go-msgauth, and keeps parsed private keys in memory.
+// a reason), signs with dkimd's own core (package dkim), and keeps parsed
+// private keys in memory.
 //
-// It owns the signing policy (header list, canonicalization, key choice) and
-// nothing about transports: the HTTP endpoint (signhttp) and the milter use
-// it. It never logs or returns key material.
+// It owns the key choice and what a message must be to be signed (one From,
+// a header block that parses); how a signature is made, the signed header
+// fields included, is package dkim's. It knows nothing about transports: one
+// Signer serves the HTTP endpoint (signhttp), the milter and library callers
+// of a process alike. It never logs or returns key material.
 package signer
 
 import (
 	"bufio"
 	"context"
-	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -21,29 +23,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-msgauth/dkim"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/dkim"
 	"dkimd/internal/keystore"
 	"dkimd/internal/sealbox"
 )
-
-// signedHeaders is the h= list of every signature, in this order. From
-// appears twice: the second entry signs the absence of a second From, so a
-// From added in transit breaks the signature (oversigning, RFC 6376 §8.15).
-// The others are what a reader sees or acts on (RFC 6376 §5.4.1); the
-// List-Unsubscribe pair because large mailbox providers only honour RFC 8058
-// one-click unsubscribe when both are signed. Received, Return-Path and the
-// like are left out: they change in transit by design.
-var signedHeaders = []string{
-	"From", "From",
-	"To", "Cc",
-	"Subject", "Date", "Message-ID",
-	"Reply-To",
-	"MIME-Version", "Content-Type",
-	"In-Reply-To", "References",
-	"List-Unsubscribe", "List-Unsubscribe-Post",
-}
 
 // Modes: whose key signed.
 const (
@@ -70,8 +55,13 @@ type Options struct {
 	Log   *slog.Logger
 	// Registerer receives the dkimd_sign_* metrics; nil registers none.
 	Registerer prometheus.Registerer
-	// Listener names the transport ("http", "milter", "library") in a
-	// constant metric label, so that each can own a Signer.
+	// SignExpiry, when positive, gives every signature an x= that much
+	// after its t= (--sign-expiry); zero writes no x=.
+	SignExpiry time.Duration
+	// Listener is ignored: one Signer serves every transport of a process,
+	// and each transport counts its own requests.
+	//
+	// Deprecated: kept only until internal/milter's tests stop setting it.
 	Listener string
 	// MaxAge is how long a cached key choice is used without a change
 	// notice (Invalidate); it bounds how late a replica that shares a
@@ -116,10 +106,7 @@ func New(opts Options) (*Signer, error) {
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = 1 << 20
 	}
-	if opts.Listener == "" {
-		opts.Listener = "library"
-	}
-	m, err := newMetrics(opts.Registerer, opts.Listener)
+	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, err
 	}
@@ -258,43 +245,60 @@ func (e *errReader) Read(p []byte) (int, error) {
 // Message is one message being signed: Begin has read its header, Write
 // takes the body, Close returns the signatures.
 type Message struct {
-	s       *Signer
-	start   time.Time
-	res     Result
-	signers []*dkim.Signer
-	// w turns bare LF into CRLF and writes to batch, which hands the bytes
-	// to the signers in batches (see batchSize).
-	w     *crlfWriter
-	batch *bufio.Writer
+	s     *Signer
+	start time.Time
+	res   Result
+	keys  []*signingKey
+	st    *messageState
 	// closed is atomic because Abort may come from a cleanup (the milter
-	// aborts the message of a connection that vanished) on another goroutine.
+	// aborts the message of a connection that vanished) on another
+	// goroutine, while a Write may still be running: so Abort only marks
+	// the message, and the state goes back to its pool in Close alone.
 	closed atomic.Bool
 }
 
-// batchSize is how many bytes are gathered before they go to the signers.
-// go-msgauth reads its input through an io.Pipe from a goroutine of its own,
-// 4 KB at a time, so every Write is a hand-off between goroutines: without
-// batching the header block and the body of a small message go over in
-// separate hand-offs, and bare-LF input in several per line. Larger batches
-// would gain nothing, since the reads stay 4 KB.
-const batchSize = 4096
+// messageState is what a message needs from Begin to Close, kept in a pool
+// so that a message costs little more garbage than its signature fields.
+type messageState struct {
+	header dkim.Header
+	from   []string
+	list   []string // h=
+	data   []byte   // the canonical header fields h= names
+	body   *dkim.BodyHash
+	sum    []byte
+}
 
-var batchPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, batchSize) }}
+var statePool = sync.Pool{New: func() any { return &messageState{body: dkim.NewBodyHash()} }}
 
 // Begin picks the keys for a message from its header block (the header
-// fields, with or without the empty line that ends them; bare LF or CRLF) and
-// starts the signatures. The caller writes the body and calls Close, or
-// Abort when it gives up.
+// fields, with or without the empty line that ends them; bare LF or CRLF)
+// and starts the signatures. The caller writes the body and calls Close, or
+// Abort when it gives up. Begin does not keep header.
 func (s *Signer) Begin(ctx context.Context, header []byte) (*Message, error) {
 	start := s.opts.Now()
-	from, err := fromFields(header)
+	st := statePool.Get().(*messageState)
+	m, err := s.begin(ctx, header, st)
+	st.header.Reset()
 	if err != nil {
+		statePool.Put(st)
 		s.metrics.observeError(err)
 		return nil, err
 	}
-	domain, err := fromDomain(from)
+	m.start = start
+	return m, nil
+}
+
+func (s *Signer) begin(ctx context.Context, header []byte, st *messageState) (*Message, error) {
+	if err := st.header.Parse(header); err != nil {
+		var se *dkim.SyntaxError
+		if errors.As(err, &se) {
+			return nil, refuse(CodeHeaderUnparseable, "%s", se.Reason)
+		}
+		return nil, fmt.Errorf("signer: %w", err)
+	}
+	st.from = st.header.Values(st.from[:0], "From")
+	domain, err := fromDomain(st.from)
 	if err != nil {
-		s.metrics.observeError(err)
 		return nil, err
 	}
 	p, err := s.cache.plan(ctx, domain)
@@ -302,124 +306,61 @@ func (s *Signer) Begin(ctx context.Context, header []byte) (*Message, error) {
 		err = p.refusal
 	}
 	if err != nil {
-		s.metrics.observeError(err)
 		return nil, err
 	}
-	m := &Message{s: s, start: start, res: Result{Domain: p.domain, Mode: p.mode, FromDomain: p.fromDomain,
-		Signatures: make([]Signature, 0, len(p.keys))}, signers: make([]*dkim.Signer, 0, len(p.keys))}
-	writers := make([]io.Writer, 0, len(p.keys))
-	for _, k := range p.keys {
-		ds, err := dkim.NewSigner(signOptions(p.domain, k))
-		if err != nil {
-			m.Abort()
-			s.metrics.observeError(err)
-			return nil, fmt.Errorf("signer: %w", err)
-		}
-		m.signers = append(m.signers, ds)
-		m.res.Signatures = append(m.res.Signatures, Signature{Algorithm: k.algorithm, Selector: k.selector})
-		writers = append(writers, ds)
-	}
-	m.batch = batchPool.Get().(*bufio.Writer)
-	if len(writers) == 1 {
-		m.batch.Reset(writers[0])
-	} else {
-		m.batch.Reset(io.MultiWriter(writers...))
-	}
-	m.w = newCRLFWriter(m.batch)
-	if _, err := m.w.Write(header); err != nil {
-		m.Abort()
-		s.metrics.observeError(err)
-		return nil, fmt.Errorf("signer: %w", err)
-	}
-	if !endsWithEmptyLine(header) {
-		// A header block without its empty line: supply it, so that the
-		// signer sees where the body starts (header-only messages, or a
-		// milter that hands over fields one by one).
-		sep := "\r\n"
-		if len(header) > 0 && header[len(header)-1] != '\n' {
-			sep = "\r\n\r\n"
-		}
-		if _, err := io.WriteString(m.w, sep); err != nil {
-			m.Abort()
-			s.metrics.observeError(err)
-			return nil, fmt.Errorf("signer: %w", err)
-		}
+	st.list, st.data = st.header.Select(st.list[:0], st.data[:0])
+	st.body.Reset()
+	m := &Message{s: s, st: st, keys: p.keys, res: Result{Domain: p.domain, Mode: p.mode, FromDomain: p.fromDomain,
+		Signatures: make([]Signature, len(p.keys))}}
+	for i, k := range p.keys {
+		m.res.Signatures[i] = Signature{Algorithm: k.algorithm, Selector: k.selector}
 	}
 	return m, nil
 }
 
-// signOptions is the one place that builds dkim.SignOptions.
-func signOptions(domain string, k *signingKey) *dkim.SignOptions {
-	return SignOptions(domain, k.selector, k.signer)
-}
-
-// SignOptions is the go-msgauth configuration of every signature the signer
-// makes. It is exported for bench/sign, which times go-msgauth alone with it.
-func SignOptions(domain, selector string, key crypto.Signer) *dkim.SignOptions {
-	return &dkim.SignOptions{
-		Domain:   domain,
-		Selector: selector,
-		Signer:   key,
-		Hash:     crypto.SHA256,
-		// Relaxed/relaxed survives the re-folding and whitespace changes
-		// of relays; go-msgauth's zero value would be simple/simple.
-		HeaderCanonicalization: dkim.CanonicalizationRelaxed,
-		BodyCanonicalization:   dkim.CanonicalizationRelaxed,
-		HeaderKeys:             signedHeaders,
-		// No l=: a body length limit lets anyone append content. No x=:
-		// keys rotate, and a signature must verify for as long as its key
-		// is published. t= is set by go-msgauth from the system clock.
-	}
-}
-
-// Write feeds body bytes, bare LF or CRLF.
+// Write feeds body bytes, bare LF or CRLF. The body is hashed as it comes,
+// once for every signature of the message.
 func (m *Message) Write(p []byte) (int, error) {
 	if m.closed.Load() {
 		return 0, errClosed
 	}
-	return m.w.Write(p)
+	return m.st.body.Write(p)
 }
 
 var errClosed = errors.New("signer: message already closed")
 
-// Close finishes the signatures.
+// Close finishes the signatures. t= is the injected clock's time now.
 func (m *Message) Close() (Result, error) {
 	if m.closed.Swap(true) {
 		return Result{}, errClosed
 	}
-	errs := []error{m.batch.Flush()}
-	// The batch buffer goes back to the pool only here: Abort may run
-	// while another goroutine is in Write.
-	m.batch.Reset(nil)
-	batchPool.Put(m.batch)
-	m.batch, m.w = nil, nil
-	for i, ds := range m.signers {
-		if err := ds.Close(); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		m.res.Signatures[i].Field = ds.Signature()
-	}
-	if err := errors.Join(errs...); err != nil {
+	st := m.st
+	m.st = nil
+	defer statePool.Put(st)
+	st.sum = st.body.Sum(st.sum[:0])
+	if line := st.body.BareCR(); line > 0 {
+		// Verifiers hash such a body three different ways (see
+		// dkim.BodyHash): a signature would fail at some of them.
+		err := refuse(CodeBodyBareCR, "body line %d contains a CR that is not followed by LF (RFC 5322 §2.3 forbids it, and verifiers canonicalize it differently)", line)
 		m.s.metrics.observeError(err)
-		return Result{}, fmt.Errorf("signer: sign: %w", err)
+		return Result{}, err
 	}
-	m.s.metrics.observeSigned(m.res, m.s.opts.Now().Sub(m.start))
+	now := m.s.opts.Now()
+	for i, k := range m.keys {
+		field, err := dkim.Sign(st.data, st.sum, &dkim.Signature{
+			Domain: m.res.Domain, Selector: k.selector, Key: k.signer,
+			Time: now, Expiry: m.s.opts.SignExpiry, Headers: st.list,
+		})
+		if err != nil {
+			m.s.metrics.observeError(err)
+			return Result{}, fmt.Errorf("signer: sign: %w", err)
+		}
+		m.res.Signatures[i].Field = field
+	}
+	m.s.metrics.observeSigned(m.res, now.Sub(m.start))
 	return m.res, nil
 }
 
-// Abort releases a message that will not be finished: each signature
-// holds a goroutine until its message is closed or aborted.
-func (m *Message) Abort() {
-	if m.closed.Swap(true) {
-		return
-	}
-	for _, ds := range m.signers {
-		_ = ds.Close() // the error is about an incomplete message, which is the point
-	}
-}
-
-func endsWithEmptyLine(h []byte) bool {
-	s := string(h)
-	return s == "\r\n" || s == "\n" || strings.HasSuffix(s, "\n\r\n") || strings.HasSuffix(s, "\n\n")
-}
+// Abort gives up on a message. It holds nothing that needs releasing: a
+// message that is neither closed nor aborted costs only its memory.
+func (m *Message) Abort() { m.closed.Store(true) }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/dkim"
 	"dkimd/internal/dkimkey"
 	"dkimd/internal/keystore"
 	"dkimd/internal/provision"
@@ -25,7 +26,7 @@ import (
 func newSigner(t testing.TB, f *signertest.Fixture, reg prometheus.Registerer) *signer.Signer {
 	t.Helper()
 	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone,
-		Log: slog.New(slog.DiscardHandler), Registerer: reg, Listener: "library"})
+		Log: slog.New(slog.DiscardHandler), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,13 +64,20 @@ func tags(field string) map[string]string {
 }
 
 // TestSignAndVerifyThroughDNS is the centre-piece: a message signed by the
-// signer verifies with go-msgauth and dkimpy resolving through DNS that
-// publishes the store's keys and the customers' CNAMEs, for each algorithm,
-// line-ending form and mode.
+// signer verifies with go-msgauth, dkimpy and OpenDKIM resolving through DNS
+// that publishes the store's keys and the customers' CNAMEs, for each
+// algorithm, line-ending form and mode.
 func TestSignAndVerifyThroughDNS(t *testing.T) {
 	t.Parallel()
 	f := signertest.New(t)
-	s := newSigner(t, f, nil)
+	// A clock of its own, so that t= is known and the bare-LF and CRLF
+	// forms sign alike to the byte.
+	now := time.Now().Add(-time.Hour).Truncate(time.Second)
+	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone,
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	type tc struct {
 		alg, ending, mode, from, d string
@@ -94,7 +102,11 @@ func TestSignAndVerifyThroughDNS(t *testing.T) {
 			}
 		}
 	}
-	wire := make(map[string][]byte) // for dkimpy, in one run
+	// message() has each of these once, and none of the others.
+	wantH := "from:from:reply-to:sender:subject:subject:date:date:to:to:cc:message-id:message-id:in-reply-to:references:" +
+		"mime-version:mime-version:content-type:content-type:list-id:list-unsubscribe:list-unsubscribe:" +
+		"list-unsubscribe-post:list-unsubscribe-post"
+	wire := make(map[string][]byte) // for dkimpy and OpenDKIM, in one run each
 	for _, c := range cases {
 		name := c.alg + "/" + c.ending + "/" + c.mode
 		t.Run(name, func(t *testing.T) {
@@ -102,12 +114,10 @@ func TestSignAndVerifyThroughDNS(t *testing.T) {
 			if c.ending == "lf" {
 				msg = toLF(msg)
 			}
-			before := time.Now().Unix()
 			res, err := s.Sign(ctx, strings.NewReader(msg))
 			if err != nil {
 				t.Fatal(err)
 			}
-			after := time.Now().Unix()
 			if res.Mode != c.mode || res.Domain != c.d || strings.Join(res.Selectors(), ",") != strings.Join(c.selectors, ",") {
 				t.Fatalf("signed as mode %s d=%s s=%v, want %s d=%s s=%v", res.Mode, res.Domain, res.Selectors(), c.mode, c.d, c.selectors)
 			}
@@ -116,18 +126,24 @@ func TestSignAndVerifyThroughDNS(t *testing.T) {
 					strings.Contains(strings.ReplaceAll(sig.Field, "\r\n", ""), "\n") {
 					t.Fatalf("field is not a CRLF header field: %q", sig.Field)
 				}
+				for _, line := range strings.Split(strings.TrimSuffix(sig.Field, "\r\n"), "\r\n") {
+					if len(line) > 78 {
+						t.Errorf("a line of %d characters: %q", len(line), line)
+					}
+				}
 				tg := tags(sig.Field)
 				wantA := sig.Algorithm + "-sha256"
 				if tg["a"] != wantA || tg["c"] != "relaxed/relaxed" || tg["d"] != c.d || tg["s"] != sig.Selector {
 					t.Errorf("tags a=%s c=%s d=%s s=%s, want a=%s c=relaxed/relaxed d=%s s=%s", tg["a"], tg["c"], tg["d"], tg["s"], wantA, c.d, sig.Selector)
 				}
-				if _, ok := tg["l"]; ok {
-					t.Errorf("signature has l=: %s", sig.Field)
+				for _, tag := range []string{"l", "x"} {
+					if _, ok := tg[tag]; ok {
+						t.Errorf("signature has %s=: %s", tag, sig.Field)
+					}
 				}
-				if ts, err := strconv.ParseInt(tg["t"], 10, 64); err != nil || ts < before || ts > after {
-					t.Errorf("t=%s not within [%d, %d]", tg["t"], before, after)
+				if tg["t"] != strconv.FormatInt(now.Unix(), 10) {
+					t.Errorf("t=%s, want %d from the injected clock", tg["t"], now.Unix())
 				}
-				wantH := "from:from:to:cc:subject:date:message-id:reply-to:mime-version:content-type:in-reply-to:references:list-unsubscribe:list-unsubscribe-post"
 				if strings.ToLower(tg["h"]) != wantH {
 					t.Errorf("h=%s, want %s", tg["h"], wantH)
 				}
@@ -150,23 +166,14 @@ func TestSignAndVerifyThroughDNS(t *testing.T) {
 						t.Errorf("go-msgauth, bare LF form: %v", v.Err)
 					}
 				}
-				// Same signature as the CRLF form (t= permitting).
-				for range 3 {
-					crlfRes, err := s.Sign(ctx, strings.NewReader(strings.ReplaceAll(msg, "\n", "\r\n")))
-					if err != nil {
-						t.Fatal(err)
-					}
-					if tags(crlfRes.Header())["t"] != tags(res.Header())["t"] {
-						res, err = s.Sign(ctx, strings.NewReader(msg))
-						if err != nil {
-							t.Fatal(err)
-						}
-						continue
-					}
-					if crlfRes.Header() != res.Header() {
-						t.Errorf("bare LF and CRLF signatures differ:\n%s\n%s", res.Header(), crlfRes.Header())
-					}
-					break
+				crlfRes, err := s.Sign(ctx, strings.NewReader(strings.ReplaceAll(msg, "\n", "\r\n")))
+				if err != nil {
+					t.Fatal(err)
+				}
+				// RSA PKCS#1 v1.5 and Ed25519 are deterministic: the same
+				// input gives the same field.
+				if crlfRes.Header() != res.Header() {
+					t.Errorf("bare LF and CRLF signatures differ:\n%s\n%s", res.Header(), crlfRes.Header())
 				}
 			}
 			wire[name] = []byte(signed)
@@ -190,30 +197,188 @@ func TestSignAndVerifyThroughDNS(t *testing.T) {
 			})
 		}
 	})
+	t.Run("OpenDKIM", func(t *testing.T) {
+		signertest.RequireOpenDKIM(t)
+		res := signertest.VerifyOpenDKIM(t, f.DNS, wire)
+		for _, c := range cases {
+			name := c.alg + "/" + c.ending + "/" + c.mode
+			t.Run(name, func(t *testing.T) {
+				rs := res[name]
+				if len(rs) != len(c.selectors) {
+					t.Fatalf("OpenDKIM saw %d signatures, want %d", len(rs), len(c.selectors))
+				}
+				for i, r := range rs {
+					if !r.OK || !strings.Contains(r.Said, "s="+c.selectors[i]+", d="+c.d+",") {
+						t.Errorf("OpenDKIM: %s", r.Said)
+					}
+				}
+			})
+		}
+	})
 }
 
-func TestSignatureFailsWhenTampered(t *testing.T) {
+// fullMessage has every signed header field once.
+func fullMessage(from string) string {
+	return "Received: from client.example (client.example [192.0.2.1])\r\n\tby mx.example with ESMTP id 1234\r\n" +
+		"From: Alice Example <alice@" + from + ">\r\n" +
+		"Reply-To: Alice <reply@" + from + ">\r\n" +
+		"Sender: Mailer <mailer@" + from + ">\r\n" +
+		"Subject: quarterly report\r\n" +
+		"Date: Sun, 29 Nov 2026 06:00:00 +0000\r\n" +
+		"To: bob@example.net\r\n" +
+		"Cc: carol@example.net\r\n" +
+		"Message-ID: <20261129060000.1@" + from + ">\r\n" +
+		"In-Reply-To: <20261128.7@example.net>\r\n" +
+		"References: <20261128.7@example.net>\r\n" +
+		"MIME-Version: 1.0\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n" +
+		"Content-Transfer-Encoding: 8bit\r\n" +
+		"List-Id: Reports <reports." + from + ">\r\n" +
+		"List-Unsubscribe: <https://" + from + "/u/1>\r\n" +
+		"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" +
+		"\r\noriginal body\r\n"
+}
+
+// minimalMessage has From, Subject, and none of the fields that are signed
+// only when present.
+func minimalMessage(from string) string {
+	return "From: alice@" + from + "\r\nSubject: hi\r\n\r\nbody\r\n"
+}
+
+// TestAddedFieldsBreakTheSignature: a second instance of any signed field,
+// added above the original as someone re-sending a signed message would,
+// fails verification with dkimpy (and go-msgauth and OpenDKIM), for RSA and
+// Ed25519 signatures alike; so does a field that is signed when absent
+// added to a message without it. The controls: a Received, or a Date, To or
+// Message-ID (which MTAs add to a message that lacks them), added to a
+// message keep it valid.
+func TestAddedFieldsBreakTheSignature(t *testing.T) {
 	t.Parallel()
 	f := signertest.New(t)
 	s := newSigner(t, f, nil)
-	msg := message(signertest.AlignedEd, "original body\r\n")
+	type variant struct {
+		msg   []byte
+		valid bool // what a verifier must say
+		alg   string
+	}
+	msgs := make(map[string]variant)
+	sign := func(msg string) signer.Result {
+		t.Helper()
+		res, err := s.Sign(context.Background(), strings.NewReader(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	for _, alg := range []string{dkimkey.RSA, dkimkey.Ed25519} {
+		full, minimal := fullMessage(signertest.AlignedEd), minimalMessage(signertest.AlignedEd)
+		fullRes, minRes := sign(full), sign(minimal)
+		var fullSig, minSig string
+		for i, sig := range fullRes.Signatures {
+			if sig.Algorithm == alg {
+				fullSig, minSig = sig.Field, minRes.Signatures[i].Field
+			}
+		}
+		msgs[alg+"/unchanged"] = variant{[]byte(fullSig + full), true, alg}
+		for _, sf := range dkim.SignedFields {
+			added := sf.Name + ": added <mallory@evil.example>\r\n"
+			msgs[alg+"/second "+sf.Name] = variant{[]byte(added + fullSig + full), false, alg}
+			if sf.Absent && sf.Name != "From" && sf.Name != "Subject" {
+				msgs[alg+"/added "+sf.Name] = variant{[]byte(added + minSig + minimal), false, alg}
+			}
+		}
+		msgs[alg+"/second Subject folded"] = variant{[]byte("Subject: free\r\n money\r\n" + fullSig + full), false, alg}
+		msgs[alg+"/second To, lower case, below the signature"] = variant{[]byte(fullSig + "to: mallory@evil.example\r\n" + full), false, alg}
+		msgs[alg+"/control: Received added"] = variant{[]byte("Received: from relay.example by mx.example; Sun, 29 Nov 2026 06:00:01 +0000\r\n" + fullSig + full), true, alg}
+		msgs[alg+"/control: Date, To, Message-ID added where absent"] = variant{[]byte(
+			"Date: Sun, 29 Nov 2026 06:00:02 +0000\r\nTo: undisclosed-recipients:;\r\nMessage-ID: <added@mx.example>\r\n" + minSig + minimal), true, alg}
+	}
+	wire := make(map[string][]byte, len(msgs))
+	for name, v := range msgs {
+		wire[name] = v.msg
+	}
+	t.Run("go-msgauth", func(t *testing.T) {
+		for name, v := range msgs {
+			vs := signertest.VerifyGo(t, f.DNS, v.msg)
+			if len(vs) != 1 || (vs[0].Err == nil) != v.valid {
+				t.Errorf("%s: go-msgauth says %v, want valid=%v", name, vs[0].Err, v.valid)
+			}
+		}
+	})
+	t.Run("dkimpy", func(t *testing.T) {
+		signertest.RequireDkimpy(t)
+		res := signertest.VerifyDkimpy(t, f.DNS, wire)
+		for name, v := range msgs {
+			t.Run(name, func(t *testing.T) {
+				rs := res[name]
+				if len(rs) != 1 || rs[0].OK != v.valid || rs[0].A != v.alg+"-sha256" {
+					t.Errorf("dkimpy says %+v, want valid=%v", rs, v.valid)
+				}
+			})
+		}
+	})
+	t.Run("OpenDKIM", func(t *testing.T) {
+		signertest.RequireOpenDKIM(t)
+		res := signertest.VerifyOpenDKIM(t, f.DNS, wire)
+		for name, v := range msgs {
+			t.Run(name, func(t *testing.T) {
+				rs := res[name]
+				if len(rs) != 1 || rs[0].OK != v.valid {
+					t.Errorf("OpenDKIM says %+v, want valid=%v", rs, v.valid)
+				}
+			})
+		}
+	})
+}
+
+// TestTimestampsFromTheInjectedClock: t= is the signer's clock at Close,
+// never the system's; x= is there only with SignExpiry, that much later.
+func TestTimestampsFromTheInjectedClock(t *testing.T) {
+	t.Parallel()
+	f := signertest.New(t)
+	// A clock far from the system's, so that a t= taken from time.Now
+	// cannot pass.
+	now := time.Date(2031, 3, 14, 15, 9, 26, 0, time.UTC)
+	for _, expiry := range []time.Duration{0, 7 * 24 * time.Hour} {
+		t.Run(fmt.Sprintf("expiry %s", expiry), func(t *testing.T) {
+			s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone,
+				Now: func() time.Time { return now }, SignExpiry: expiry})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := s.Sign(context.Background(), strings.NewReader(message(signertest.AlignedEd, "x\r\n")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, sig := range res.Signatures {
+				tg := tags(sig.Field)
+				if tg["t"] != strconv.FormatInt(now.Unix(), 10) {
+					t.Errorf("%s: t=%s, want %d", sig.Selector, tg["t"], now.Unix())
+				}
+				x, hasX := tg["x"]
+				switch {
+				case expiry == 0 && hasX:
+					t.Errorf("%s: x=%s without SignExpiry", sig.Selector, x)
+				case expiry > 0 && x != strconv.FormatInt(now.Add(expiry).Unix(), 10):
+					t.Errorf("%s: x=%q, want %d", sig.Selector, x, now.Add(expiry).Unix())
+				}
+			}
+		})
+	}
+	// A signature with x= verifies while it holds.
+	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, SignExpiry: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := message(signertest.AlignedEd, "x\r\n")
 	res, err := s.Sign(context.Background(), strings.NewReader(msg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, tampered := range map[string]string{
-		"body":        strings.Replace(msg, "original body", "changed body", 1),
-		"subject":     strings.Replace(msg, "quarterly report", "quarterly rep0rt", 1),
-		"second From": "From: mallory@evil.example\r\n" + msg,
-		"unsubscribe": strings.Replace(msg, "/u/1>", "/u/2>", 1),
-	} {
-		t.Run(name, func(t *testing.T) {
-			for _, v := range signertest.VerifyGo(t, f.DNS, []byte(res.Header()+tampered)) {
-				if v.Err == nil {
-					t.Errorf("signature %s verified after the %s changed", v.Domain, name)
-				}
-			}
-		})
+	for _, v := range signertest.VerifyGo(t, f.DNS, []byte(res.Header()+msg)) {
+		if v.Err != nil || v.Expiration.IsZero() {
+			t.Errorf("with x=: %v (expiration %v)", v.Err, v.Expiration)
+		}
 	}
 }
 
@@ -222,22 +387,32 @@ func TestRefusals(t *testing.T) {
 	f := signertest.New(t)
 	reg := prometheus.NewRegistry()
 	s := newSigner(t, f, reg)
+	from := "From: a@" + signertest.AlignedRSA + "\r\n"
 	for _, tc := range []struct {
 		name, msg, code string
+		reason          string // a part of the reason, where it must say more than the code
 	}{
-		{"no From", "To: a@b.example\r\nSubject: x\r\n\r\nbody\r\n", signer.CodeNoFrom},
-		{"empty header", "\r\nbody\r\n", signer.CodeNoFrom},
-		{"two From fields", "From: a@" + signertest.AlignedRSA + "\r\nFrom: b@" + signertest.AlignedRSA + "\r\n\r\nx\r\n", signer.CodeMultipleFrom},
-		{"two From addresses", "From: a@" + signertest.AlignedRSA + ", b@" + signertest.AlignedRSA + "\r\n\r\nx\r\n", signer.CodeMultipleFrom},
-		{"From group without addresses", "From: undisclosed:;\r\n\r\nx\r\n", signer.CodeNoFrom},
-		{"From that does not parse", "From: <alice@>\r\n\r\nx\r\n", signer.CodeBadFrom},
-		{"From domain with trailing dot", "From: a@" + signertest.AlignedRSA + ".\r\n\r\nx\r\n", signer.CodeBadFrom},
-		{"From domain an IP literal", "From: alice@[192.0.2.1]\r\n\r\nx\r\n", signer.CodeBadFrom},
-		{"line without colon", "From: a@" + signertest.AlignedRSA + "\r\nthis is not a header\r\n\r\nx\r\n", signer.CodeHeaderUnparseable},
-		{"leading continuation", " folded\r\nFrom: a@" + signertest.AlignedRSA + "\r\n\r\nx\r\n", signer.CodeHeaderUnparseable},
-		{"unknown domain", message(signertest.Unknown, "x\r\n"), signer.CodeUnknownDomain},
-		{"domain of two brands", message(signertest.SharedDomain, "x\r\n"), signer.CodeAmbiguousDomain},
-		{"header too large", "From: a@" + signertest.AlignedRSA + "\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\n\r\nx\r\n", signer.CodeHeaderTooLarge},
+		{"no From", "To: a@b.example\r\nSubject: x\r\n\r\nbody\r\n", signer.CodeNoFrom, ""},
+		{"empty header", "\r\nbody\r\n", signer.CodeNoFrom, ""},
+		{"two From fields", "From: a@" + signertest.AlignedRSA + "\r\nFrom: b@" + signertest.AlignedRSA + "\r\n\r\nx\r\n", signer.CodeMultipleFrom, ""},
+		{"two From addresses", "From: a@" + signertest.AlignedRSA + ", b@" + signertest.AlignedRSA + "\r\n\r\nx\r\n", signer.CodeMultipleFrom, ""},
+		{"From group without addresses", "From: undisclosed:;\r\n\r\nx\r\n", signer.CodeNoFrom, ""},
+		{"From that does not parse", "From: <alice@>\r\n\r\nx\r\n", signer.CodeBadFrom, ""},
+		{"From domain with trailing dot", "From: a@" + signertest.AlignedRSA + ".\r\n\r\nx\r\n", signer.CodeBadFrom, ""},
+		{"From domain an IP literal", "From: alice@[192.0.2.1]\r\n\r\nx\r\n", signer.CodeBadFrom, ""},
+		{"line without colon", "From: a@" + signertest.AlignedRSA + "\r\nthis is not a header\r\n\r\nx\r\n", signer.CodeHeaderUnparseable, ""},
+		{"leading continuation", " folded\r\nFrom: a@" + signertest.AlignedRSA + "\r\n\r\nx\r\n", signer.CodeHeaderUnparseable, ""},
+		{"unknown domain", message(signertest.Unknown, "x\r\n"), signer.CodeUnknownDomain, ""},
+		{"domain of two brands", message(signertest.SharedDomain, "x\r\n"), signer.CodeAmbiguousDomain, ""},
+		{"header too large", "From: a@" + signertest.AlignedRSA + "\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\n\r\nx\r\n", signer.CodeHeaderTooLarge, ""},
+		{"From with space before the colon, and another", "From : a@" + signertest.AlignedRSA + "\r\n" + from + "\r\nx\r\n", signer.CodeMultipleFrom, "2 From"},
+		{"NUL in the header", from + "Subject: a\x00b\r\n\r\nx\r\n", signer.CodeHeaderUnparseable, "header line 2 contains a NUL byte"},
+		{"bare CR in the header", from + "To: b@example.net\rBcc: c@example.net\r\n\r\nx\r\n", signer.CodeHeaderUnparseable, "header line 2 contains a CR that is not followed by LF"},
+		{"bare CR in a From", "From: a@example.net\r" + from + "\r\nx\r\n", signer.CodeHeaderUnparseable, "header line 1 contains a CR"},
+		{"bare CR in the body", from + "\r\nline 1\r\nline\r2\r\n", signer.CodeBodyBareCR, "body line 2 contains a CR that is not followed by LF"},
+		{"bare CR ending the body", from + "\r\nline 1\r", signer.CodeBodyBareCR, "body line 1"},
+		{"line that is not a field, with its number", from + "Subject: x\nnot a header\n\nx\n", signer.CodeHeaderUnparseable, "header line 3 is neither a header field nor a continuation line"},
+		{"mbox From line", "From alice@example.net Sun Nov 29 06:00:00 2026\n" + from + "\r\nx\r\n", signer.CodeHeaderUnparseable, "header line 1 is neither"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.Sign(context.Background(), strings.NewReader(tc.msg))
@@ -245,13 +420,14 @@ func TestRefusals(t *testing.T) {
 			if !ok {
 				t.Fatalf("Sign = %v, want a refusal %s", err, tc.code)
 			}
-			if r.Code != tc.code || r.Reason == "" {
-				t.Fatalf("refusal %s (%s), want %s", r.Code, r.Reason, tc.code)
+			if r.Code != tc.code || r.Reason == "" || !strings.Contains(r.Reason, tc.reason) {
+				t.Fatalf("refusal %s (%s), want %s (%s)", r.Code, r.Reason, tc.code, tc.reason)
 			}
 		})
 	}
-	if got := metricSum(t, reg, "dkimd_sign_refused_total"); got != 13 {
-		t.Errorf("dkimd_sign_refused_total = %v, want 13", got)
+	if got := metricSum(t, reg, "dkimd_sign_refused_total"); got != 21 {
+		t.Errorf("dkimd_sign_refused_total = %v, want 21", got)
+
 	}
 }
 
@@ -261,6 +437,7 @@ func TestSignsUnusualMessages(t *testing.T) {
 	s := newSigner(t, f, nil)
 	from := signertest.AlignedRSA
 	long := strings.Repeat("word ", 400)
+	wires := make(map[string][]byte) // for dkimpy and OpenDKIM, in one run each
 	for _, tc := range []struct{ name, msg string }{
 		{"header only, no empty line", "From: a@" + from + "\r\nSubject: nothing else\r\n"},
 		{"header only, no final line end", "From: a@" + from + "\r\nSubject: nothing else"},
@@ -275,7 +452,10 @@ func TestSignsUnusualMessages(t *testing.T) {
 		{"upper-case From domain", "FROM: a@ALIGNED-RSA.Example\r\n\r\nx\r\n"},
 		{"space before colon", "From : a@" + from + "\r\n\r\nx\r\n"},
 		{"mixed line ends", "From: a@" + from + "\nSubject: mixed\r\n\nline one\nline two\r\n"},
-		{"body with lone CR", "From: a@" + from + "\r\n\r\na\rb\r\n"},
+		{"obsolete WSP before colons", "Subject\t: x\r\nFrom : a@" + from + "\r\n\r\nx\r\n"},
+		{"field of white space only", "From: a@" + from + "\r\nX-Empty:\r\n  \r\nSubject:\r\n\r\nx\r\n"},
+		{"UTF-8 header fields (RFC 6532)", "From: Jürgen <jürgen@" + from + ">\r\nTo: Zoë <zoë@exämple.net>\r\nSubject: Grüße aus Köln ☕\r\n\r\nx\r\n"},
+		{"body of white space only", "From: a@" + from + "\r\n\r\n \r\n\t\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := s.Sign(context.Background(), strings.NewReader(tc.msg))
@@ -286,23 +466,58 @@ func TestSignsUnusualMessages(t *testing.T) {
 				t.Fatalf("signed d=%s mode %s", res.Domain, res.Mode)
 			}
 			wire := res.Header() + wireForm(tc.msg)
-			for _, v := range signertest.VerifyGo(t, f.DNS, []byte(wireForm(wire))) {
+			for _, v := range signertest.VerifyGo(t, f.DNS, []byte(wire)) {
 				if v.Err != nil {
 					t.Errorf("go-msgauth: %v\n%s", v.Err, wire)
 				}
 			}
+			wires[tc.name] = []byte(wire)
 		})
 	}
+	t.Run("dkimpy", func(t *testing.T) {
+		signertest.RequireDkimpy(t)
+		for name, rs := range signertest.VerifyDkimpy(t, f.DNS, readable(wires)) {
+			for _, r := range rs {
+				if !r.OK {
+					t.Errorf("%s: dkimpy: %s", name, r.Error)
+				}
+			}
+		}
+	})
+	t.Run("OpenDKIM", func(t *testing.T) {
+		signertest.RequireOpenDKIM(t)
+		for name, rs := range signertest.VerifyOpenDKIM(t, f.DNS, readable(wires)) {
+			for _, r := range rs {
+				if !r.OK {
+					t.Errorf("%s: OpenDKIM: %s", name, r.Said)
+				}
+			}
+		}
+	})
+}
+
+// readable leaves out the messages with white space before a colon: dkimpy
+// refuses that obsolete syntax (MessageFormatError) and OpenDKIM ignores
+// such a message silently; only go-msgauth reads it. The signer signs it,
+// because RFC 5322 §4.5 reads it as that field, so that a "From :" is counted as a From.
+func readable(wires map[string][]byte) map[string][]byte {
+	out := make(map[string][]byte)
+	for name, w := range wires {
+		if !strings.Contains(name, "before colon") {
+			out[name] = w
+		}
+	}
+	return out
 }
 
 // wireForm is a message as SMTP carries it: CRLF line ends, a header block
-// that ends with an empty line.
+// that ends with an empty line, a final line end (RFC 5321 §4.1.1.4).
 func wireForm(m string) string {
 	m = strings.ReplaceAll(strings.ReplaceAll(m, "\r\n", "\n"), "\n", "\r\n")
+	if !strings.HasSuffix(m, "\r\n") {
+		m += "\r\n"
+	}
 	if !strings.Contains(m, "\r\n\r\n") {
-		if !strings.HasSuffix(m, "\r\n") {
-			m += "\r\n"
-		}
 		m += "\r\n"
 	}
 	return m

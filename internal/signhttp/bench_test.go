@@ -23,7 +23,7 @@ import (
 func BenchmarkSign(b *testing.B) {
 	f := signertest.New(b)
 	reg := prometheus.NewRegistry()
-	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Registerer: reg, Listener: "http"})
+	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Registerer: reg})
 	if err != nil {
 		b.Fatal(err)
 	}

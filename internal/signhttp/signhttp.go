@@ -1,6 +1,6 @@
 // Package signhttp is the MTA's HTTP sign endpoint, `POST /v1/sign`: raw
-// message in, the DKIM-Signature header field(s) to prepend out (SPEC.md
-// "Command line"). It streams the body through the signer, so a message's
+// message in, the DKIM-Signature header field(s) to prepend out
+// (docs/operator-guide.md). It streams the body through the signer, so a message's
 // size costs no heap, and enforces the size limit and the bearer token.
 //
 // The contract, for MTA-side scripts:
@@ -13,12 +13,35 @@
 //	    Dkim-Domain: <d=>              the From domain, or <brand>.<zone>
 //	    Dkim-Selector: <s=>[, <s=>]    RSA first; a second when Ed25519 also signed
 //	    Dkim-Mode: aligned|fallback
-//	422 not signed, in the error envelope, code one of NO_FROM, MULTIPLE_FROM,
-//	    BAD_FROM, HEADER_UNPARSEABLE, HEADER_TOO_LARGE, UNKNOWN_DOMAIN,
-//	    AMBIGUOUS_DOMAIN, NO_ACTIVE_KEY, and the reason as title
+//	422 not signed, in the error envelope: code as below, the reason as title
 //	400 BAD_REQUEST (the body could not be read), 401 UNAUTHORIZED,
 //	405, 413 BODY_TOO_LARGE (--sign-max-bytes), 503 UNAVAILABLE (no keys
 //	cached and the store is away)
+//
+// The 422 codes, and what the reason (the title) says; a reason that names a
+// line counts lines from 1, the header block's and the body's apart:
+//
+//	NO_FROM              no From field, or one with no address (a group)
+//	MULTIPLE_FROM        several From fields, or several addresses in one;
+//	                     "From :" (white space before the colon, RFC 5322
+//	                     §4.5) counts as a From
+//	BAD_FROM             the From field does not parse, or its domain is not
+//	                     one dkimd signs for (an IP literal, a trailing dot)
+//	HEADER_UNPARSEABLE   "header line N contains a NUL byte", "… contains a CR
+//	                     that is not followed by LF", "… is neither a header
+//	                     field nor a continuation line: …", "… is a
+//	                     continuation line with no header field before it":
+//	                     verifiers would read such a header differently from
+//	                     dkimd (docs/operator-guide.md, "Signed header fields")
+//	HEADER_TOO_LARGE     the header block is over 1 MiB
+//	BODY_BARE_CR         "body line N contains a CR that is not followed by
+//	                     LF": RFC 5322 §2.3 forbids it and verifiers hash it
+//	                     three different ways, so no signature would hold
+//	UNKNOWN_DOMAIN       the From domain is no brand's maildomain
+//	AMBIGUOUS_DOMAIN     the From domain is a maildomain of several brands
+//	NO_ACTIVE_KEY        the domain or its brand has no key that may sign
+//
+// UTF-8 in header fields (RFC 6532) and 8-bit bodies sign as they are.
 //
 // It owns the transport only: which key signs and how is package signer's.
 package signhttp

@@ -29,7 +29,7 @@ func start(t *testing.T, maxBytes int64, tok string) (*signertest.Fixture, *http
 	t.Helper()
 	f := signertest.New(t)
 	reg := prometheus.NewRegistry()
-	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Registerer: reg, Listener: "http"})
+	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,16 +121,20 @@ func TestErrors(t *testing.T) {
 		body   io.Reader
 		status int
 		code   string
+		title  string // a part of the title, where it must say more than the code
 	}{
-		{"unknown domain", http.MethodPost, token, strings.NewReader(msg(signertest.Unknown, "x\r\n")), 422, "UNKNOWN_DOMAIN"},
-		{"no From", http.MethodPost, token, strings.NewReader("Subject: x\r\n\r\nx\r\n"), 422, "NO_FROM"},
-		{"several From", http.MethodPost, token, strings.NewReader("From: a@x.example, b@x.example\r\n\r\nx\r\n"), 422, "MULTIPLE_FROM"},
-		{"header does not parse", http.MethodPost, token, strings.NewReader("From: a@" + signertest.AlignedRSA + "\r\nnot a header\r\n\r\nx\r\n"), 422, "HEADER_UNPARSEABLE"},
-		{"no token", http.MethodPost, "", strings.NewReader(msg(signertest.AlignedRSA, "x\r\n")), 401, "UNAUTHORIZED"},
-		{"wrong token", http.MethodPost, "wrong", strings.NewReader(msg(signertest.AlignedRSA, "x\r\n")), 401, "UNAUTHORIZED"},
-		{"too large, with length", http.MethodPost, token, strings.NewReader(big), 413, "BODY_TOO_LARGE"},
-		{"too large, chunked", http.MethodPost, token, io.MultiReader(strings.NewReader(big)), 413, "BODY_TOO_LARGE"},
-		{"GET", http.MethodGet, token, nil, 405, "METHOD_NOT_ALLOWED"},
+		{"unknown domain", http.MethodPost, token, strings.NewReader(msg(signertest.Unknown, "x\r\n")), 422, "UNKNOWN_DOMAIN", ""},
+		{"no From", http.MethodPost, token, strings.NewReader("Subject: x\r\n\r\nx\r\n"), 422, "NO_FROM", ""},
+		{"several From", http.MethodPost, token, strings.NewReader("From: a@x.example, b@x.example\r\n\r\nx\r\n"), 422, "MULTIPLE_FROM", ""},
+		{"header does not parse", http.MethodPost, token, strings.NewReader("From: a@" + signertest.AlignedRSA + "\r\nnot a header\r\n\r\nx\r\n"), 422, "HEADER_UNPARSEABLE", "header line 2 is neither a header field nor a continuation line"},
+		{"NUL in the header", http.MethodPost, token, strings.NewReader("Subject: a\x00\r\nFrom: a@" + signertest.AlignedRSA + "\r\n\r\nx\r\n"), 422, "HEADER_UNPARSEABLE", "header line 1 contains a NUL byte"},
+		{"bare CR in the header", http.MethodPost, token, strings.NewReader("From: a@" + signertest.AlignedRSA + "\r\nTo: a@b.example\rCc: x@y.example\r\n\r\nx\r\n"), 422, "HEADER_UNPARSEABLE", "header line 2 contains a CR that is not followed by LF"},
+		{"bare CR in the body", http.MethodPost, token, strings.NewReader(msg(signertest.AlignedRSA, "one\r\ntwo\rthree\r\n")), 422, "BODY_BARE_CR", "body line 2 contains a CR that is not followed by LF"},
+		{"no token", http.MethodPost, "", strings.NewReader(msg(signertest.AlignedRSA, "x\r\n")), 401, "UNAUTHORIZED", ""},
+		{"wrong token", http.MethodPost, "wrong", strings.NewReader(msg(signertest.AlignedRSA, "x\r\n")), 401, "UNAUTHORIZED", ""},
+		{"too large, with length", http.MethodPost, token, strings.NewReader(big), 413, "BODY_TOO_LARGE", ""},
+		{"too large, chunked", http.MethodPost, token, io.MultiReader(strings.NewReader(big)), 413, "BODY_TOO_LARGE", ""},
+		{"GET", http.MethodGet, token, nil, 405, "METHOD_NOT_ALLOWED", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest(tc.method, srv.URL+"/v1/sign", tc.body)
@@ -154,8 +158,8 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("status %d %+v, want %d", resp.StatusCode, env, tc.status)
 			}
 			e := env.Errors[0]
-			if e.Code != tc.code || e.ID != "req-42" || e.Status != strconv.Itoa(tc.status) || e.Title == "" {
-				t.Errorf("envelope %+v, want code %s id req-42 status %d", e, tc.code, tc.status)
+			if e.Code != tc.code || e.ID != "req-42" || e.Status != strconv.Itoa(tc.status) || e.Title == "" || !strings.Contains(e.Title, tc.title) {
+				t.Errorf("envelope %+v, want code %s id req-42 status %d title %q", e, tc.code, tc.status, tc.title)
 			}
 			if tc.status == 401 && resp.Header.Get("WWW-Authenticate") == "" {
 				t.Error("401 without WWW-Authenticate")

@@ -5,9 +5,11 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/emersion/go-msgauth/dkim"
@@ -112,4 +114,121 @@ func VerifyGo(t testing.TB, d *DNS, msg []byte) []*dkim.Verification {
 		t.Fatalf("go-msgauth verify: %v", err)
 	}
 	return vs
+}
+
+// OpenDKIM is Debian's opendkim, run in its test mode (-t) to verify.
+const OpenDKIM = "/usr/sbin/opendkim"
+
+// RequireOpenDKIM skips or fails (CI=true) without Debian's opendkim.
+func RequireOpenDKIM(t testing.TB) {
+	t.Helper()
+	RequireTool(t, func() error {
+		_, err := exec.LookPath(OpenDKIM)
+		return err
+	}, "Debian opendkim")
+}
+
+// OpenDKIMResult is what OpenDKIM said of one signature.
+type OpenDKIMResult struct {
+	OK   bool
+	Said string // its line about the message
+}
+
+// VerifyOpenDKIM has OpenDKIM verify every signature of each message,
+// resolving through d (libunbound, given dkimd's zone server and the
+// customers' server as stub zones), in one run. OpenDKIM's test mode reports
+// on the first signature of a message only, so each signature at the top
+// goes to it in a copy of the message without the others; a message that
+// does not start with its signatures goes as it is, for one result.
+func VerifyOpenDKIM(t testing.TB, d *DNS, msgs map[string][]byte) map[string][]OpenDKIMResult {
+	t.Helper()
+	dir := t.TempDir()
+	unbound := filepath.Join(dir, "unbound.conf")
+	stub := func(name, addr string) string {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("stub-zone:\n  name: %q\n  stub-addr: %s@%s\n", name, host, port)
+	}
+	// No DNSSEC validation, no query name minimisation (the customers'
+	// server knows only the CNAMEs), and loopback servers allowed.
+	conf := "server:\n  do-not-query-localhost: no\n  module-config: \"iterator\"\n  qname-minimisation: no\n  do-ip6: no\n" +
+		stub(d.Zone, d.ZoneAddr) + stub("example", d.Addr)
+	if err := os.WriteFile(unbound, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "opendkim.conf")
+	if err := os.WriteFile(cfg, []byte("Mode v\nSyslog no\nResolverConfiguration "+unbound+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	type sig struct {
+		name string
+		i    int
+	}
+	byFile := make(map[string]sig)
+	var files []string
+	res := make(map[string][]OpenDKIMResult)
+	for name, m := range msgs {
+		sigs, rest := leadingSignatures(m)
+		if len(sigs) < 2 {
+			sigs, rest = []string{""}, m
+		}
+		res[name] = make([]OpenDKIMResult, len(sigs))
+		for i, s := range sigs {
+			p := filepath.Join(dir, fmt.Sprintf("msg-%03d.eml", len(files)))
+			if err := os.WriteFile(p, append([]byte(s), rest...), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, p)
+			byFile[p] = sig{name, i}
+		}
+	}
+	if len(files) == 0 {
+		return res
+	}
+	out, err := exec.Command(OpenDKIM, "-x", cfg, "-t", strings.Join(files, ",")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("opendkim: %v\n%s", err, out)
+	}
+	seen := make(map[string]bool)
+	for _, line := range strings.Split(string(out), "\n") {
+		rest, ok := strings.CutPrefix(line, "opendkim: ")
+		if !ok {
+			continue
+		}
+		file, said, ok := strings.Cut(rest, ": ")
+		s, known := byFile[file]
+		if !ok || !known {
+			continue
+		}
+		seen[file] = true
+		res[s.name][s.i] = OpenDKIMResult{OK: strings.HasPrefix(said, "verification (") && strings.HasSuffix(said, ") succeeded"), Said: said}
+	}
+	for _, file := range files {
+		if !seen[file] {
+			t.Errorf("opendkim said nothing of %s (signature %d):\n%s", byFile[file].name, byFile[file].i, out)
+		}
+	}
+	return res
+}
+
+// leadingSignatures splits the DKIM-Signature fields at the top of a
+// message from the rest.
+func leadingSignatures(m []byte) (sigs []string, rest []byte) {
+	for bytes.HasPrefix(m, []byte("DKIM-Signature:")) {
+		end := 0
+		for {
+			i := bytes.IndexByte(m[end:], '\n')
+			if i < 0 {
+				return sigs, m
+			}
+			end += i + 1
+			if end >= len(m) || (m[end] != ' ' && m[end] != '\t') {
+				break
+			}
+		}
+		sigs, m = append(sigs, string(m[:end])), m[end:]
+	}
+	return sigs, m
 }
