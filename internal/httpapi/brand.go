@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -75,6 +76,8 @@ func timeOrNil(t time.Time) *time.Time {
 }
 
 func (s *Server) entry(d keystore.Domain, keys []keystore.Key) domainEntry {
+	keys = slices.Clone(keys)
+	provision.SortKeys(keys)
 	e := domainEntry{
 		Domain: d.Name, Brand: d.Brand, Status: d.Status, StatusReason: d.StatusReason,
 		ActiveSelector: d.ActiveSelector, CreatedAt: timeOrNil(d.CreatedAt), UpdatedAt: timeOrNil(d.UpdatedAt),
@@ -211,10 +214,11 @@ func (s *Server) getSelector(w http.ResponseWriter, r *http.Request) {
 	s.fail(w, r, errSelectorNotFound)
 }
 
-// putBody is the optional body of PUT /{brand}/{domain}.
+// putBody is the optional body of PUT /{brand}/{domain}; a field left out
+// leaves that setting of an existing domain as it is.
 type putBody struct {
-	KeyBits int  `json:"keyBits"`
-	Ed25519 bool `json:"ed25519"`
+	KeyBits int   `json:"keyBits"`
+	Ed25519 *bool `json:"ed25519"`
 }
 
 func (s *Server) putDomain(w http.ResponseWriter, r *http.Request) {
@@ -228,8 +232,8 @@ func (s *Server) putDomain(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	d, keys, created, err := s.svc.CreateDomain(r.Context(), pathParam(r, "brand"), name,
-		provision.DomainOptions{KeyBits: body.KeyBits, Ed25519: body.Ed25519}, s.actor(r))
+	d, keys, created, err := s.svc.PutDomain(r.Context(), pathParam(r, "brand"), name,
+		provision.PutOptions{KeyBits: body.KeyBits, Ed25519: body.Ed25519}, s.actor(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -300,7 +304,7 @@ func (s *Server) checkDNS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rep, err := rot.CheckDNS(r.Context(), d.Brand, d.Name)
+	rep, err := rot.CheckDNS(r.Context(), d.Brand, d.Name, s.actor(r))
 	if err != nil {
 		s.failRotation(w, r, err)
 		return

@@ -125,8 +125,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		http.Error(w, `{"errors":[{"code":"INTERNAL","status":"500","title":"internal error"}]}`, http.StatusInternalServerError)
 		return
 	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// Set here, not by net/http, so that a HEAD answer, whose body is never
+	// written, carries the same length as its GET (RFC 9110 §9.3.2).
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(b)
 }

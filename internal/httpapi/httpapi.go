@@ -36,7 +36,7 @@ const maxBody = 64 << 10
 // Rotator is what the brand API needs from the rotation service.
 type Rotator interface {
 	RequestRotation(ctx context.Context, brand, domain string, emergency bool, actor provision.Actor) (keystore.Domain, []keystore.Key, error)
-	CheckDNS(ctx context.Context, brand, domain string) (rotation.DNSReport, error)
+	CheckDNS(ctx context.Context, brand, domain string, actor provision.Actor) (rotation.DNSReport, error)
 }
 
 // Options configure a Server. Store, Service and Log are required.
@@ -160,37 +160,37 @@ func (s *Server) Router() chi.Router { return s.router }
 
 func (s *Server) routes() chi.Router {
 	r := chi.NewRouter()
-	r.Use(s.observe, s.recoverer)
+	r.Use(s.observe, s.recoverer, noHeadBody)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		infoFrom(r.Context()).unmatched = true
 		s.fail(w, r, errRouteNotFound)
 	})
 	r.MethodNotAllowed(s.methodNotAllowed)
 
-	r.Get("/openapi.json", s.openAPI)
+	getAndHead(r, "/openapi.json", s.openAPI)
 
 	r.Route(BrandBase, func(r chi.Router) {
 		r.Use(s.brandAuth)
-		r.Get("/{brand}", s.listDomains)
-		r.Get("/{brand}/{domain}", s.getDomain)
+		getAndHead(r, "/{brand}", s.listDomains)
+		getAndHead(r, "/{brand}/{domain}", s.getDomain)
 		r.Put("/{brand}/{domain}", s.putDomain)
 		r.Delete("/{brand}/{domain}", s.deleteDomain)
 		r.Post("/{brand}/{domain}/rotate", s.rotate)
-		r.Get("/{brand}/{domain}/dns", s.checkDNS)
-		r.Get("/{brand}/{domain}/{selector}", s.getSelector)
+		getAndHead(r, "/{brand}/{domain}/dns", s.checkDNS)
+		getAndHead(r, "/{brand}/{domain}/{selector}", s.getSelector)
 	})
 
 	r.Route(AdminBase, func(r chi.Router) {
 		r.Use(s.operatorAuth)
-		r.Get("/brands", s.adminListBrands)
+		getAndHead(r, "/brands", s.adminListBrands)
 		r.Post("/brands", s.adminCreateBrand)
-		r.Get("/brands/{brand}", s.adminGetBrand)
+		getAndHead(r, "/brands/{brand}", s.adminGetBrand)
 		r.Delete("/brands/{brand}", s.adminDeleteBrand)
 		r.Post("/brands/{brand}/rotate-secret", s.adminRotateSecret)
-		r.Get("/brands/{brand}/maildomains", s.adminListMaildomains)
+		getAndHead(r, "/brands/{brand}/maildomains", s.adminListMaildomains)
 		r.Put("/brands/{brand}/maildomains/{domain}", s.adminAddMaildomain)
 		r.Delete("/brands/{brand}/maildomains/{domain}", s.adminRemoveMaildomain)
-		r.Get("/audit", s.adminAudit)
+		getAndHead(r, "/audit", s.adminAudit)
 	})
 	return r
 }
@@ -204,7 +204,7 @@ func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	}
 	infoFrom(r.Context()).unmatched = true
 	var allow []string
-	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost, http.MethodDelete} {
 		if s.router.Match(chi.NewRouteContext(), m, path) {
 			allow = append(allow, m)
 		}
@@ -214,3 +214,30 @@ func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	}
 	s.fail(w, r, errMethodNotAllowed)
 }
+
+// getAndHead routes GET and HEAD of pattern to h: HEAD is answered wherever
+// GET is (SPEC.md "REST API"), with the same status and header fields
+// (Content-Length included, RFC 9110 §9.3.2); noHeadBody drops the body.
+func getAndHead(r chi.Router, pattern string, h http.HandlerFunc) {
+	r.Get(pattern, h)
+	r.Head(pattern, h)
+}
+
+// noHeadBody drops the body of every HEAD answer, errors included.
+// net/http's server drops it too; doing it here keeps every ResponseWriter
+// (a test's recorder, a middleware's wrapper) from ever carrying one.
+func noHeadBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w = headWriter{w}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type headWriter struct{ http.ResponseWriter }
+
+func (w headWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w headWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -166,6 +166,8 @@ type Tx interface {
 	// and tells the watchers (Watch).
 	PutKey(ctx context.Context, k Key) error
 	DeleteKeys(ctx context.Context, kind OwnerKind, owner string) error
+	// DeleteKey removes one slot; ErrNotFound when it is empty.
+	DeleteKey(ctx context.Context, kind OwnerKind, owner, selector string) error
 	AppendAudit(ctx context.Context, r AuditRecord) error
 }
 

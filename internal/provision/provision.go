@@ -58,6 +58,11 @@ type Service struct {
 	Keys  KeyGenerator
 	Zone  string // the service's own zone, e.g. oxcloud.zone
 	Now   func() time.Time
+	// RotationInterval is the default interval between automatic
+	// rotations (brands may override it). When set, a new domain's entry
+	// shows its first rotation from the start; when zero the rotation loop
+	// fills it in at its first look.
+	RotationInterval time.Duration
 }
 
 // slot is one selector a new domain gets, and the state its first key starts in.
@@ -182,10 +187,24 @@ func (s *Service) CreateDomain(ctx context.Context, brand, domain string, opts D
 	now := s.Now()
 	d = keystore.Domain{
 		Name: domain, Label: label, Brand: brand, Status: keystore.StatusPendingDNS,
-		StatusReason: "waiting for the selector1 CNAME", ActiveSelector: Selector1,
+		StatusReason: PendingReason(Selector1), ActiveSelector: Selector1,
 		KeyBits: opts.KeyBits, Ed25519: opts.Ed25519, CreatedAt: now, UpdatedAt: now, NextCheckAt: now,
 	}
 	err = s.Store.Update(ctx, func(tx keystore.Tx) error {
+		if s.RotationInterval > 0 {
+			// The rotation loop counts the first rotation from the active
+			// key's activation; set it here so that the entry a PUT answers
+			// does not change at the loop's first look.
+			interval := s.RotationInterval
+			b, err := tx.Brand(ctx, brand)
+			if err != nil {
+				return err
+			}
+			if b.RotationInterval > 0 {
+				interval = b.RotationInterval
+			}
+			d.NextRotationAt = keys[0].ActivatedAt.Add(interval)
+		}
 		var err error
 		if d, err = tx.CreateDomain(ctx, d); err != nil {
 			return err
@@ -226,8 +245,12 @@ func (s *Service) existing(ctx context.Context, brand, domain, label string) (ke
 		return keystore.Domain{}, nil, false, nil
 	case err != nil:
 		return keystore.Domain{}, nil, false, err
-	case d.Name != domain:
+	case d.Name != domain && d.Brand == brand:
 		return keystore.Domain{}, nil, false, fmt.Errorf("%w: %s maps to the label %s that %s already uses", ErrLabelClash, domain, label, d.Name)
+	case d.Name != domain:
+		// Another brand's domain: which one is none of this brand's
+		// business (SPEC.md "REST API"), only that the label is taken.
+		return keystore.Domain{}, nil, false, fmt.Errorf("%w: %s maps to the label %s, which is taken", ErrLabelClash, domain, label)
 	case d.Brand != brand:
 		return d, nil, false, fmt.Errorf("%w: %s", ErrHeldByOther, domain)
 	}

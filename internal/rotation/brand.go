@@ -29,7 +29,7 @@ func (s *Service) stepBrand(ctx context.Context, b keystore.Brand, now time.Time
 		return nil
 	}
 	oth := otherSelector(act)
-	fresh, err := s.freshKeys(ctx, keystore.OwnerBrand, b.Name, km, []string{oth}, now, false)
+	fresh, err := s.freshKeys(ctx, keystore.OwnerBrand, b.Name, km, []string{oth}, now, false, 0)
 	if err != nil {
 		return err
 	}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"dkimd/internal/keystore"
+	"dkimd/internal/provision"
 )
 
 // checkResult is one selector check; err is a resolver failure.
@@ -20,6 +23,7 @@ type outcome struct {
 	d       keystore.Domain
 	put     []keystore.Key
 	fresh   map[string]bool // selectors in put that carry a freshly minted key
+	del     []keystore.Key  // slots the domain no longer has, whose grace is over
 	audit   []keystore.AuditRecord
 	rotated bool
 	waiting string // why a due switch waits, for the metric
@@ -54,6 +58,9 @@ func (s *Service) stepDomain(ctx context.Context, due keystore.Domain, now time.
 		ps := pairs(d)
 		checks := map[string]checkResult{}
 		want := []string{d.ActiveSelector}
+		if ed := edSelector(d.ActiveSelector); d.Ed25519 && km[ed].State == keystore.StateNext {
+			want = append(want, ed) // an added pair waits for its CNAME
+		}
 		switchDue := !d.PendingSwitchAt.IsZero() && !now.Before(d.PendingSwitchAt)
 		rotationDue := d.PendingSwitchAt.IsZero() && !d.NextRotationAt.IsZero() && !now.Before(d.NextRotationAt)
 		if switchDue || rotationDue {
@@ -78,7 +85,7 @@ func (s *Service) stepDomain(ctx context.Context, due keystore.Domain, now time.
 		for _, p := range ps {
 			others = append(others, p[1])
 		}
-		fresh, err := s.freshKeys(ctx, keystore.OwnerDomain, name, km, others, now, false)
+		fresh, err := s.freshKeys(ctx, keystore.OwnerDomain, name, km, others, now, false, d.KeyBits)
 		if err != nil {
 			return err
 		}
@@ -122,6 +129,11 @@ func (s *Service) apply(ctx context.Context, tx keystore.Tx, o outcome) error {
 			return err
 		}
 	}
+	for _, k := range o.del {
+		if err := tx.DeleteKey(ctx, k.OwnerKind, k.Owner, k.Selector); err != nil {
+			return err
+		}
+	}
 	for _, a := range o.audit {
 		if err := tx.AppendAudit(ctx, a); err != nil {
 			return err
@@ -162,6 +174,24 @@ func (s *Service) planDomain(d keystore.Domain, km map[string]keystore.Key, chec
 		if !nd.PendingSwitchAt.IsZero() {
 			nd.PendingSwitchAt = laterOf(nd.PendingSwitchAt, s.eligibleAt(nk))
 		}
+	}
+
+	// Slots the domain no longer has (its Ed25519 pair switched off) stay
+	// published, never signing, through the retire grace, then leave the
+	// zone with their private keys.
+	var leaving []time.Time
+	for _, sel := range sortedSelectors(km) {
+		k := km[sel]
+		if hasSelector(d, sel) {
+			continue
+		}
+		if s.replaceDue(k, now) {
+			o.del = append(o.del, k)
+			rec("key.destroy", k, "retire grace over: record removed, private key destroyed")
+			delete(km, sel)
+			continue
+		}
+		leaving = append(leaving, k.RetiredAt.Add(s.cfg.RetireGrace))
 	}
 
 	// Schedule the automatic rotation.
@@ -228,26 +258,32 @@ func (s *Service) planDomain(d keystore.Domain, km map[string]keystore.Key, chec
 		}
 	}
 
+	// An Ed25519 pair added to a domain that had keys already starts with
+	// both keys next: the one in the active slot signs once its CNAME checks
+	// out, so that no signature is made that the customer's DNS cannot
+	// verify yet. Its name is new, so no cache holds an older record.
+	edWaiting := false
+	if ed := edSelector(d.ActiveSelector); d.Ed25519 && !o.rotated && km[ed].State == keystore.StateNext {
+		if r, ok := checks[ed]; ok && r.err == nil && r.sc.Verdict == VerdictOK {
+			k := km[ed]
+			k.State, k.ActivatedAt = keystore.StateActive, now
+			o.put = append(o.put, k)
+			rec("key.activate", k, "active: its CNAME checks out")
+		} else {
+			edWaiting = true
+		}
+	}
+
 	// The status follows the active selector's CNAME. A failed check
 	// changes nothing but the retry time.
 	r, checked := checks[nd.ActiveSelector]
-	healthy := checked && r.err == nil && r.sc.Verdict == VerdictOK && o.waiting == ""
+	healthy := checked && r.err == nil && r.sc.Verdict == VerdictOK && o.waiting == "" && !edWaiting
 	if checked && r.err == nil {
 		nd.LastCheckedAt = now
-		statusPart := ""
-		if r.sc.Verdict == VerdictOK {
-			nd.Status = keystore.StatusActive
-		} else {
-			if nd.Status == keystore.StatusActive {
-				nd.Status = keystore.StatusDNSError
-			}
-			statusPart = fmt.Sprintf("%s is %s", r.sc.CNAMEName, r.sc.Verdict)
-			if nd.Status == keystore.StatusPendingDNS {
-				statusPart = "waiting for the CNAME: " + statusPart
-			}
-		}
+		var statusPart string
+		nd.Status, statusPart = statusAfter(nd.Status, r.sc)
 		if nd.Status != d.Status {
-			domainRec("domain.status", fmt.Sprintf("%s -> %s %s", d.Status, nd.Status, statusPart))
+			domainRec("domain.status", statusDetail(d.Status, nd.Status, statusPart))
 		}
 		nd.StatusReason = joinReasons(statusPart, waitReason)
 	} else if waitReason != "" {
@@ -264,14 +300,14 @@ func (s *Service) planDomain(d keystore.Domain, km map[string]keystore.Key, chec
 		nd.CheckFailures++
 		next = now.Add(s.backoff(nd.CheckFailures))
 	}
-	events := []time.Time{nd.NextRotationAt, nd.PendingSwitchAt}
+	events := append([]time.Time{nd.NextRotationAt, nd.PendingSwitchAt}, leaving...)
 	for _, p := range ps {
 		if k := km[p[1]]; k.State == keystore.StateRetiring || k.State == keystore.StateRevoked {
 			events = append(events, k.RetiredAt.Add(s.cfg.RetireGrace))
 		}
 	}
 	nd.NextCheckAt = earliestAfter(now, next, events...)
-	if len(o.put) > 0 || nd.Status != d.Status || nd.StatusReason != d.StatusReason || !nd.PendingSwitchAt.Equal(d.PendingSwitchAt) ||
+	if len(o.put) > 0 || len(o.del) > 0 || nd.Status != d.Status || nd.StatusReason != d.StatusReason || !nd.PendingSwitchAt.Equal(d.PendingSwitchAt) ||
 		!nd.NextRotationAt.Equal(d.NextRotationAt) {
 		nd.UpdatedAt = now
 	}
@@ -291,4 +327,45 @@ func (s *Service) backoff(n int) time.Duration {
 		d *= 2
 	}
 	return min(d, s.cfg.MaxBackoff)
+}
+
+// statusAfter is the status a domain in status cur has after a check of its
+// active selector, and the reason to show ("" when all is well). The rotation
+// loop and the API's live check both use it.
+func statusAfter(cur string, sc SelectorCheck) (string, string) {
+	if sc.Verdict == VerdictOK {
+		return keystore.StatusActive, ""
+	}
+	if cur == keystore.StatusActive {
+		return keystore.StatusDNSError, fmt.Sprintf("%s is %s", sc.CNAMEName, sc.Verdict)
+	}
+	if cur == keystore.StatusPendingDNS && sc.Verdict == VerdictMissing {
+		return cur, provision.PendingReason(sc.Selector)
+	}
+	part := fmt.Sprintf("%s is %s", sc.CNAMEName, sc.Verdict)
+	if cur == keystore.StatusPendingDNS {
+		part = "waiting for the CNAME: " + part
+	}
+	return cur, part
+}
+
+// statusDetail is the audit detail of a status change.
+func statusDetail(from, to, reason string) string {
+	return strings.TrimSpace(fmt.Sprintf("%s -> %s %s", from, to, reason))
+}
+
+// sortedSelectors lists km's selectors in answer order, so that the audit
+// records of one step come in a stable order.
+func sortedSelectors(km map[string]keystore.Key) []string {
+	out := make([]string, 0, len(km))
+	for sel := range km {
+		out = append(out, sel)
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		if d := provision.SelectorRank(a) - provision.SelectorRank(b); d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+	return out
 }

@@ -101,7 +101,7 @@ func (s *Service) emergency(ctx context.Context, brand, domain string, actor pro
 				replace = append(replace, p[1])
 			}
 		}
-		fresh, err := s.freshKeys(ctx, keystore.OwnerDomain, domain, km, replace, s.now(), true)
+		fresh, err := s.freshKeys(ctx, keystore.OwnerDomain, domain, km, replace, s.now(), true, d.KeyBits)
 		if err != nil {
 			return keystore.Domain{}, nil, err
 		}
@@ -197,8 +197,12 @@ func (s *Service) emergency(ctx context.Context, brand, domain string, actor pro
 }
 
 // CheckDNS checks every selector of a brand's domain in public DNS, for the
-// API. It changes nothing; a resolver failure shows in the selector's Error.
-func (s *Service) CheckDNS(ctx context.Context, brand, domain string) (DNSReport, error) {
+// API; a resolver failure shows in the selector's Error. The check is live,
+// and when the active selector's verdict gives another status than the
+// entry's, the status changes at once, audited as the loop's own changes
+// are (SPEC.md "REST API": a brand that has just added its CNAMEs sees
+// active right after).
+func (s *Service) CheckDNS(ctx context.Context, brand, domain string, actor provision.Actor) (DNSReport, error) {
 	d, err := ownDomain(ctx, s.store, brand, domain)
 	if err != nil {
 		return DNSReport{}, err
@@ -207,7 +211,9 @@ func (s *Service) CheckDNS(ctx context.Context, brand, domain string) (DNSReport
 	if err != nil {
 		return DNSReport{}, err
 	}
+	provision.SortKeys(keys)
 	rep := DNSReport{Domain: domain, CheckedAt: s.now()}
+	var active *checkResult
 	for _, k := range keys {
 		sc, err := s.checker.CheckKey(ctx, d, k)
 		v := sc.Verdict
@@ -216,6 +222,53 @@ func (s *Service) CheckDNS(ctx context.Context, brand, domain string) (DNSReport
 		}
 		s.m.checks.WithLabelValues(v).Inc()
 		rep.Selectors = append(rep.Selectors, sc)
+		if k.Selector == d.ActiveSelector {
+			active = &checkResult{sc, err}
+		}
+	}
+	if active != nil && active.err == nil {
+		if err := s.liveStatus(ctx, d, active.sc, actor); err != nil {
+			return DNSReport{}, err
+		}
 	}
 	return rep, nil
+}
+
+// liveStatus writes the status that a live check of the active selector
+// gives d, when it differs from d's. A domain changed meanwhile is read
+// again; one whose active selector moved is left to the loop, since the
+// check was of the other selector.
+func (s *Service) liveStatus(ctx context.Context, d keystore.Domain, sc SelectorCheck, actor provision.Actor) error {
+	for range maxAttempts {
+		status, reason := statusAfter(d.Status, sc)
+		if status == d.Status {
+			return nil
+		}
+		err := s.store.Update(ctx, func(tx keystore.Tx) error {
+			now := s.now()
+			cur := d
+			cur.Status, cur.StatusReason, cur.LastCheckedAt, cur.UpdatedAt = status, reason, now, now
+			if status == keystore.StatusActive {
+				cur.CheckFailures = 0
+			}
+			if _, err := tx.UpdateDomain(ctx, cur); err != nil {
+				return err
+			}
+			return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "domain.status", Brand: d.Brand,
+				Domain: d.Name, RequestID: actor.RequestID, Detail: statusDetail(d.Status, status, reason)})
+		})
+		if !errors.Is(err, keystore.ErrStale) {
+			return err
+		}
+		if d, err = s.store.Domain(ctx, d.Name); err != nil {
+			if errors.Is(err, keystore.ErrNotFound) {
+				return nil
+			}
+			return err
+		}
+		if d.ActiveSelector != sc.Selector {
+			return nil
+		}
+	}
+	return nil
 }

@@ -77,7 +77,7 @@ func TestRequestRotation(t *testing.T) {
 			if _, _, err := e.rot.RequestRotation(ctx, c.brand, c.domain, true, acme); !errors.Is(err, keystore.ErrNotFound) {
 				t.Errorf("emergency %s/%s: %v, want ErrNotFound", c.brand, c.domain, err)
 			}
-			if _, err := e.rot.CheckDNS(ctx, c.brand, c.domain); !errors.Is(err, keystore.ErrNotFound) {
+			if _, err := e.rot.CheckDNS(ctx, c.brand, c.domain, acme); !errors.Is(err, keystore.ErrNotFound) {
 				t.Errorf("check %s/%s: %v, want ErrNotFound", c.brand, c.domain, err)
 			}
 		}
@@ -157,7 +157,7 @@ func TestRequestRotation(t *testing.T) {
 	})
 
 	t.Run("check dns reports every selector", func(t *testing.T) {
-		rep, err := e.rot.CheckDNS(ctx, "acme", "example.com")
+		rep, err := e.rot.CheckDNS(ctx, "acme", "example.com", acme)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"dkimd/internal/dkimkey"
 	"dkimd/internal/keystore"
 	"dkimd/internal/provision"
 )
@@ -259,6 +260,19 @@ func pairs(d keystore.Domain) [][2]string {
 	return out
 }
 
+// hasSelector says whether sel is one of the domain's selectors now: a
+// domain whose Ed25519 pair was switched off keeps its keys only until
+// their grace ends.
+func hasSelector(d keystore.Domain, sel string) bool {
+	switch sel {
+	case provision.Selector1, provision.Selector2:
+		return true
+	case provision.Selector1Ed25519, provision.Selector2Ed25519:
+		return d.Ed25519
+	}
+	return false
+}
+
 func byselector(keys []keystore.Key) map[string]keystore.Key {
 	m := make(map[string]keystore.Key, len(keys))
 	for _, k := range keys {
@@ -302,14 +316,21 @@ func (s *Service) eligibleAt(k keystore.Key) time.Time {
 
 // freshKeys mints the fresh next keys for slots whose grace is over.
 // Generation is slow, so it happens before, never inside, a transaction.
-func (s *Service) freshKeys(ctx context.Context, kind keystore.OwnerKind, owner string, keys map[string]keystore.Key, sels []string, now time.Time, force bool) (map[string]keystore.Key, error) {
+// rsaBits, when not 0, is the size of fresh RSA keys (a domain's keyBits,
+// which a PUT may have changed since the old key was made); otherwise a
+// fresh key has its predecessor's size.
+func (s *Service) freshKeys(ctx context.Context, kind keystore.OwnerKind, owner string, keys map[string]keystore.Key, sels []string, now time.Time, force bool, rsaBits int) (map[string]keystore.Key, error) {
 	out := map[string]keystore.Key{}
 	for _, sel := range sels {
 		k, ok := keys[sel]
 		if !ok || !(force || s.replaceDue(k, now)) {
 			continue
 		}
-		nk, err := s.keys.NewKey(ctx, kind, owner, sel, k.Algorithm, k.KeyBits, keystore.StateNext)
+		bits := k.KeyBits
+		if k.Algorithm == dkimkey.RSA && rsaBits != 0 {
+			bits = rsaBits
+		}
+		nk, err := s.keys.NewKey(ctx, kind, owner, sel, k.Algorithm, bits, keystore.StateNext)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s/%s: %w", errKeygen, owner, sel, err)
 		}
