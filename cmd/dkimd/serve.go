@@ -105,7 +105,8 @@ func serve(ctx context.Context, inv *invocation) error {
 	}
 	a := &app{cfg: cfg, log: log, store: store, box: box, registry: prometheus.NewRegistry(), now: time.Now,
 		ready: ops.NewReadiness(), operatorToken: token}
-	a.svc = &provision.Service{Store: store, Box: box, Keys: provision.DirectGenerator{}, Zone: cfg.Zone, Now: a.now}
+	a.svc = &provision.Service{Store: store, Box: box, Keys: provision.DirectGenerator{}, Zone: cfg.Zone, Now: a.now,
+		RotationInterval: cfg.RotationInterval}
 
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.KeyPoolSize > 0 {

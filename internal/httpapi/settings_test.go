@@ -299,6 +299,25 @@ func TestCheckDNSUpdatesStatus(t *testing.T) {
 		if a := lastAudit(); a.Action != "domain.status" || a.Actor != "brand:acme" || !strings.Contains(a.Detail, "pending-dns -> active") {
 			t.Errorf("audit %+v", a)
 		}
+
+		// An Ed25519 pair added now signs once the live check sees its CNAME.
+		r := e.as("acme", "PUT", dkimPath+"/acme/spamtrap.dk")
+		r.body = `{"ed25519":true}`
+		wantStatus(t, e.do(r), 200)
+		check()
+		if s := selectorNames(status()); s != "selector1:active selector2:next selector1-ed25519:next selector2-ed25519:next" {
+			t.Fatalf("before the Ed25519 CNAMEs: %s", s)
+		}
+		cdns.set("selector1-ed25519._domainkey.spamtrap.dk", true)
+		cdns.set("selector2-ed25519._domainkey.spamtrap.dk", true)
+		check()
+		if s := selectorNames(status()); s != "selector1:active selector2:next selector1-ed25519:active selector2-ed25519:next" {
+			t.Fatalf("after the Ed25519 CNAMEs: %s", s)
+		}
+		if a := lastAudit(); a.Action != "key.activate" || a.Selector != "selector1-ed25519" {
+			t.Errorf("audit %+v", a)
+		}
+
 		cdns.set("selector1._domainkey.spamtrap.dk", false)
 		check()
 		if got := status(); got.Status != "dns-error" || !strings.Contains(got.StatusReason, "selector1._domainkey.spamtrap.dk is missing") {

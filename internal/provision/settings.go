@@ -170,6 +170,10 @@ func (s *Service) switchEd25519(ctx context.Context, tx keystore.Tx, brand, doma
 			return err
 		}
 	}
+	// The records stay as they are, but the signers learn of key changes
+	// from the zone's commits: without this a cached Ed25519 key would go
+	// on signing.
+	tx.ZoneChanged(keystore.OwnerDomain, domain)
 	return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "domain.settings", Brand: brand,
 		Domain: domain, RequestID: actor.RequestID, Detail: "ed25519 off: the pair retires"})
 }

@@ -198,10 +198,11 @@ func (s *Service) emergency(ctx context.Context, brand, domain string, actor pro
 
 // CheckDNS checks every selector of a brand's domain in public DNS, for the
 // API; a resolver failure shows in the selector's Error. The check is live,
-// and when the active selector's verdict gives another status than the
-// entry's, the status changes at once, audited as the loop's own changes
-// are (SPEC.md "REST API": a brand that has just added its CNAMEs sees
-// active right after).
+// and what the loop would conclude from it is written at once, audited as
+// the loop's own changes are (SPEC.md "REST API": a brand that has just
+// added its CNAMEs sees active right after): the status, when the active
+// selector's verdict gives another, and the activation of an added Ed25519
+// pair whose CNAME now checks out.
 func (s *Service) CheckDNS(ctx context.Context, brand, domain string, actor provision.Actor) (DNSReport, error) {
 	d, err := ownDomain(ctx, s.store, brand, domain)
 	if err != nil {
@@ -213,7 +214,7 @@ func (s *Service) CheckDNS(ctx context.Context, brand, domain string, actor prov
 	}
 	provision.SortKeys(keys)
 	rep := DNSReport{Domain: domain, CheckedAt: s.now()}
-	var active *checkResult
+	verdicts := map[string]checkResult{}
 	for _, k := range keys {
 		sc, err := s.checker.CheckKey(ctx, d, k)
 		v := sc.Verdict
@@ -222,37 +223,74 @@ func (s *Service) CheckDNS(ctx context.Context, brand, domain string, actor prov
 		}
 		s.m.checks.WithLabelValues(v).Inc()
 		rep.Selectors = append(rep.Selectors, sc)
-		if k.Selector == d.ActiveSelector {
-			active = &checkResult{sc, err}
-		}
+		verdicts[k.Selector] = checkResult{sc, err}
 	}
-	if active != nil && active.err == nil {
-		if err := s.liveStatus(ctx, d, active.sc, actor); err != nil {
-			return DNSReport{}, err
-		}
+	if err := s.liveUpdate(ctx, d, verdicts, actor); err != nil {
+		return DNSReport{}, err
 	}
 	return rep, nil
 }
 
-// liveStatus writes the status that a live check of the active selector
-// gives d, when it differs from d's. A domain changed meanwhile is read
-// again; one whose active selector moved is left to the loop, since the
-// check was of the other selector.
-func (s *Service) liveStatus(ctx context.Context, d keystore.Domain, sc SelectorCheck, actor provision.Actor) error {
+// liveUpdate writes what a live check of every selector of d gives. A
+// domain changed meanwhile is read again; one whose active selector moved
+// is left to the loop, since the checks were of the other slots.
+func (s *Service) liveUpdate(ctx context.Context, d keystore.Domain, checks map[string]checkResult, actor provision.Actor) error {
+	active := d.ActiveSelector
+	ok := func(sel string) bool {
+		r, found := checks[sel]
+		return found && r.err == nil && r.sc.Verdict == VerdictOK
+	}
 	for range maxAttempts {
-		status, reason := statusAfter(d.Status, sc)
-		if status == d.Status {
+		if d.ActiveSelector != active {
 			return nil
+		}
+		status, reason := d.Status, d.StatusReason
+		if r, found := checks[active]; found && r.err == nil {
+			status, reason = statusAfter(d.Status, r.sc)
 		}
 		err := s.store.Update(ctx, func(tx keystore.Tx) error {
 			now := s.now()
+			ed := edSelector(active)
+			var activate *keystore.Key
+			if d.Ed25519 && ok(ed) {
+				keys, err := tx.Keys(ctx, keystore.OwnerDomain, d.Name)
+				if err != nil {
+					return err
+				}
+				for i := range keys {
+					if keys[i].Selector == ed && keys[i].State == keystore.StateNext {
+						activate = &keys[i]
+					}
+				}
+			}
+			if status == d.Status && activate == nil {
+				return nil
+			}
 			cur := d
-			cur.Status, cur.StatusReason, cur.LastCheckedAt, cur.UpdatedAt = status, reason, now, now
-			if status == keystore.StatusActive {
-				cur.CheckFailures = 0
+			cur.UpdatedAt = now
+			if status != d.Status {
+				cur.Status, cur.StatusReason, cur.LastCheckedAt = status, reason, now
+				if status == keystore.StatusActive {
+					cur.CheckFailures = 0
+				}
 			}
 			if _, err := tx.UpdateDomain(ctx, cur); err != nil {
 				return err
+			}
+			if activate != nil {
+				activate.State, activate.ActivatedAt = keystore.StateActive, now
+				if err := tx.PutKey(ctx, *activate); err != nil {
+					return err
+				}
+				if err := tx.AppendAudit(ctx, audit(now, actor, "key.activate", d.Brand, *activate, "active: its CNAME checks out")); err != nil {
+					return err
+				}
+				// Not a new record, but the signers learn of key changes
+				// from the zone's commits.
+				tx.ZoneChanged(keystore.OwnerDomain, d.Name)
+			}
+			if status == d.Status {
+				return nil
 			}
 			return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "domain.status", Brand: d.Brand,
 				Domain: d.Name, RequestID: actor.RequestID, Detail: statusDetail(d.Status, status, reason)})
@@ -265,9 +303,6 @@ func (s *Service) liveStatus(ctx context.Context, d keystore.Domain, sc Selector
 				return nil
 			}
 			return err
-		}
-		if d.ActiveSelector != sc.Selector {
-			return nil
 		}
 	}
 	return nil

@@ -112,9 +112,15 @@ func TestEd25519OnAndOff(t *testing.T) {
 
 			// Off: both keys retire at once and never sign again.
 			offAt := e.clk.Now()
+			serial1, _ := e.store.Serial(ctx)
 			d, _, _, err = e.prov.PutDomain(ctx, "acme", "example.com", provision.PutOptions{Ed25519: ptr(false)}, provision.Actor{Name: "brand:acme"})
 			if err != nil || d.Ed25519 {
 				t.Fatalf("ed25519 off: %v, %+v", err, d)
+			}
+			// Signers learn of key changes from the zone's commits: one that
+			// missed this one would go on signing with the retired key.
+			if s, _ := e.store.Serial(ctx); s == serial1 {
+				t.Error("retiring the pair committed no zone change: signers keep the Ed25519 key")
 			}
 			for e.clk.Now().Before(offAt.Add(grace)) {
 				km = e.keys(t, keystore.OwnerDomain, "example.com")
