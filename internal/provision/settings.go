@@ -170,34 +170,21 @@ func (s *Service) switchEd25519(ctx context.Context, tx keystore.Tx, brand, doma
 			return err
 		}
 	}
-	// The records stay as they are, but the signers learn of key changes
-	// from the zone's commits: without this a cached Ed25519 key would go
-	// on signing.
-	tx.ZoneChanged(keystore.OwnerDomain, domain)
+	// PutKey makes this commit a zone change, though the records stay as
+	// they are: signers learn of key changes from the zone's commits, and
+	// without it a cached Ed25519 key would go on signing.
 	return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "domain.settings", Brand: brand,
 		Domain: domain, RequestID: actor.RequestID, Detail: "ed25519 off: the pair retires"})
 }
 
-// selectorRank is a selector's place in every answer (SPEC.md "REST API").
-var selectorRank = map[string]int{Selector1: 0, Selector2: 1, Selector1Ed25519: 2, Selector2Ed25519: 3}
-
-// SortKeys puts keys in the order every answer shows them: selector1,
-// selector2, selector1-ed25519, selector2-ed25519. The store's order (by
-// name) puts selector1-ed25519 before selector2.
+// SortKeys puts keys in the order every answer shows them
+// (domainname.AllSelectors); the store's order, by name, puts
+// selector1-ed25519 before selector2.
 func SortKeys(keys []keystore.Key) {
-	slices.SortStableFunc(keys, func(a, b keystore.Key) int { return SelectorRank(a.Selector) - SelectorRank(b.Selector) })
+	slices.SortStableFunc(keys, func(a, b keystore.Key) int {
+		return domainname.SelectorRank(a.Selector) - domainname.SelectorRank(b.Selector)
+	})
 }
-
-// SelectorRank is sel's place in answers; unknown selectors go last.
-func SelectorRank(sel string) int {
-	if r, ok := selectorRank[sel]; ok {
-		return r
-	}
-	return len(selectorRank)
-}
-
-// CNAMEName is the name the customer publishes for a selector.
-func CNAMEName(selector, domain string) string { return selector + "._domainkey." + domain }
 
 // PendingReason is the status reason of a pending-dns domain whose active
 // selector's CNAME is not there yet; creation and the rotation loop both

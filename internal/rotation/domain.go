@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"dkimd/internal/domainname"
 	"dkimd/internal/keystore"
 	"dkimd/internal/provision"
 )
@@ -362,7 +363,7 @@ func sortedSelectors(km map[string]keystore.Key) []string {
 		out = append(out, sel)
 	}
 	slices.SortFunc(out, func(a, b string) int {
-		if d := provision.SelectorRank(a) - provision.SelectorRank(b); d != 0 {
+		if d := domainname.SelectorRank(a) - domainname.SelectorRank(b); d != 0 {
 			return d
 		}
 		return strings.Compare(a, b)

@@ -285,9 +285,6 @@ func (s *Service) liveUpdate(ctx context.Context, d keystore.Domain, checks map[
 				if err := tx.AppendAudit(ctx, audit(now, actor, "key.activate", d.Brand, *activate, "active: its CNAME checks out")); err != nil {
 					return err
 				}
-				// Not a new record, but the signers learn of key changes
-				// from the zone's commits.
-				tx.ZoneChanged(keystore.OwnerDomain, d.Name)
 			}
 			if status == d.Status {
 				return nil
