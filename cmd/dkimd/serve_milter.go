@@ -34,6 +34,7 @@ func (a *app) startMilter(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return fmt.Errorf("--milter-addr: %w", err)
 	}
+	ln = a.retryAccept("milter", ln)
 	a.log.Info("milter listening", slog.String("addr", ln.Addr().String()), slog.Duration("timeout", a.cfg.MilterTimeout),
 		slog.Int("max_conns", a.cfg.MilterMaxConns), slog.String("on_error", a.cfg.MilterOnError))
 	g.Go(func() error {

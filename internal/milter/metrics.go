@@ -31,7 +31,6 @@ type metrics struct {
 	sessions       prometheus.Gauge
 	refused        prometheus.Counter
 	timeouts       prometheus.Counter
-	acceptErrors   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -60,10 +59,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dkimd_milter_idle_timeouts_total",
 			Help: "Milter sessions closed after --milter-timeout without a whole packet.",
 		}),
-		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dkimd_milter_accept_errors_total",
-			Help: "Temporary accept errors (EMFILE and the like) on the milter listener, each followed by a pause.",
-		}),
 	}
 	// Zeros from the start, for dashboards and alerts.
 	for _, o := range []string{outcomeSigned, outcomeRefused, outcomeError, outcomeTempfail, outcomeAborted} {
@@ -77,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.messages, m.unsigned, m.protocolErrors, m.sessions, m.refused,
-			m.timeouts, m.acceptErrors} {
+			m.timeouts} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

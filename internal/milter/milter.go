@@ -41,7 +41,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"dkimd/internal/accept"
 	"dkimd/internal/signer"
 )
 
@@ -116,14 +115,12 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Serve accepts MTA connections on ln until Close. A temporary accept
-// error (EMFILE and its kind) pauses accepting and does not end it
-// (package accept).
-func (s *Server) Serve(ln net.Listener) error {
-	l := accept.Wrap(ln, func(err error, pause time.Duration) {
-		s.metrics.acceptErrors.Inc()
-		s.opts.Log.Warn("milter accept failed, retrying", slog.String("err", err.Error()), slog.Duration("pause", pause))
-	})
+// Serve accepts MTA connections on ln until Close, and returns the first
+// accept error that is not the listener's closing. ln is to retry the
+// temporary ones (EMFILE and its kind) itself, as package accept's
+// listener does (serve wraps it with ops.RetryAccept), so that running out
+// of descriptors pauses the milter instead of ending serve.
+func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
