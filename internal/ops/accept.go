@@ -39,7 +39,7 @@ func acceptErrors(reg prometheus.Registerer) *prometheus.CounterVec {
 }
 
 // RetryAccept wraps ln (the listener named listener: "api", "sign", "ops",
-// "dns-tcp") so that a temporary accept error pauses and retries
+// "milter", "dns-tcp") so that a temporary accept error pauses and retries
 // (package accept) instead of ending serve, logs a warning with the
 // component and the error, and counts it in dkimd_accept_errors_total.
 func RetryAccept(reg prometheus.Registerer, log *slog.Logger, listener string, ln net.Listener) net.Listener {
