@@ -34,7 +34,7 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // mostly the two builds on a cold cache
 	defer cancel()
 	for _, b := range []struct{ out, pkg string }{{"dkimd", "./cmd/dkimd"}, {"standin", "./cmd/dkimd-standin-resolver"}} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
