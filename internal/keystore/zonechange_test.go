@@ -40,6 +40,9 @@ func TestWritersCannotForgetZoneChanges(t *testing.T) {
 				}
 				return tx.PutKey(ctx, key("example.com", "selector2", keystore.StateNext))
 			}, []keystore.ZoneChange{{Kind: keystore.OwnerDomain, Owner: "example.com"}}},
+			{"one slot deleted", func(tx keystore.Tx) error {
+				return tx.DeleteKey(ctx, keystore.OwnerDomain, "example.com", "selector2")
+			}, []keystore.ZoneChange{{Kind: keystore.OwnerDomain, Owner: "example.com"}}},
 			{"deleting keys that do not exist", func(tx keystore.Tx) error {
 				return tx.DeleteKeys(ctx, keystore.OwnerDomain, "nothing.example")
 			}, nil},
