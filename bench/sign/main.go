@@ -42,6 +42,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"dkimd/internal/dkimkey"
 	"dkimd/internal/keystore"
 	"dkimd/internal/milter/miltertest"
 	"dkimd/internal/provision"
@@ -287,7 +288,7 @@ func setup(dir string) *env {
 			if k.State != keystore.StateActive {
 				continue
 			}
-			priv, err := provision.OpenKey(box, k)
+			priv, err := dkimkey.Open(box, k.KEKID, k.SealedPrivateKey, sealbox.AssociatedData(string(k.OwnerKind), k.Owner, k.Selector))
 			must(err)
 			switch p := priv.(type) {
 			case *rsa.PrivateKey:

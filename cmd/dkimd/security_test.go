@@ -20,9 +20,9 @@ import (
 
 	"github.com/miekg/dns"
 
+	"dkimd/internal/dkimkey"
 	"dkimd/internal/keystore"
 	"dkimd/internal/logtest"
-	"dkimd/internal/provision"
 	"dkimd/internal/sealbox"
 )
 
@@ -301,7 +301,7 @@ func privateNeedles(t *testing.T, dataDir string) map[string]string {
 	}
 	needles := map[string]string{"PEM armour": "PRIVATE KEY-----"}
 	for _, k := range keys {
-		priv, err := provision.OpenKey(box, k)
+		priv, err := dkimkey.Open(box, k.KEKID, k.SealedPrivateKey, sealbox.AssociatedData(string(k.OwnerKind), k.Owner, k.Selector))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -97,12 +97,7 @@ func SealKey(box *sealbox.Box, now time.Time, kind keystore.OwnerKind, owner, se
 	if err != nil {
 		return keystore.Key{}, err
 	}
-	der, err := dkimkey.MarshalPrivate(priv)
-	if err != nil {
-		return keystore.Key{}, err
-	}
-	kekID, sealed, err := box.Seal(der, sealbox.AssociatedData(string(kind), owner, selector))
-	clear(der)
+	kekID, sealed, err := dkimkey.Seal(box, priv, sealbox.AssociatedData(string(kind), owner, selector))
 	if err != nil {
 		return keystore.Key{}, err
 	}
@@ -119,19 +114,6 @@ func SealKey(box *sealbox.Box, now time.Time, kind keystore.OwnerKind, owner, se
 		k.ActivatedAt = now
 	}
 	return k, nil
-}
-
-// OpenKey unseals a stored key's private half.
-func OpenKey(box *sealbox.Box, k keystore.Key) (crypto.Signer, error) {
-	if k.SealedPrivateKey == nil {
-		return nil, fmt.Errorf("provision: key %s/%s has been destroyed", k.Owner, k.Selector)
-	}
-	der, err := box.Open(k.KEKID, k.SealedPrivateKey, sealbox.AssociatedData(string(k.OwnerKind), k.Owner, k.Selector))
-	if err != nil {
-		return nil, err
-	}
-	defer clear(der)
-	return dkimkey.ParsePrivate(der)
 }
 
 // DomainOptions are the optional PUT body fields.

@@ -13,6 +13,7 @@ import (
 	"dkimd/internal/keystore/keystoretest"
 	"dkimd/internal/provision"
 	"dkimd/internal/provision/provisiontest"
+	"dkimd/internal/sealbox"
 )
 
 var actor = provision.Actor{Name: "test", RequestID: "r1"}
@@ -78,7 +79,7 @@ func TestCreateAndDeleteDomain(t *testing.T) {
 			t.Errorf("domain %+v, %d keys", d, len(keys))
 		}
 		for _, k := range keys {
-			priv, err := provision.OpenKey(svc.Box, k)
+			priv, err := dkimkey.Open(svc.Box, k.KEKID, k.SealedPrivateKey, sealbox.AssociatedData(string(k.OwnerKind), k.Owner, k.Selector))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -16,7 +16,7 @@ import (
 	"dkimd/internal/dkimkey"
 	"dkimd/internal/domainname"
 	"dkimd/internal/keystore"
-	"dkimd/internal/provision"
+	"dkimd/internal/sealbox"
 )
 
 // Bounds on the in-memory caches. Past them a cache starts over: simpler
@@ -167,7 +167,7 @@ func (c *cache) resolve(ctx context.Context, domain string) (*plan, error) {
 		// sent: refuse until an operator removes the duplicate.
 		return &plan{fromDomain: domain, refusal: refuse(CodeAmbiguousDomain, "%s is a maildomain of %d brands", domain, len(brands))}, nil
 	}
-	keys, err := c.active(ctx, keystore.OwnerBrand, brand, provision.Selector1)
+	keys, err := c.active(ctx, keystore.OwnerBrand, brand, domainname.Selector1)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +229,7 @@ func (c *cache) parsed(k keystore.Key) (*signingKey, error) {
 	if sk != nil {
 		return sk, nil
 	}
-	priv, err := provision.OpenKey(c.s.opts.Box, k)
+	priv, err := dkimkey.Open(c.s.opts.Box, k.KEKID, k.SealedPrivateKey, sealbox.AssociatedData(string(k.OwnerKind), k.Owner, k.Selector))
 	if err != nil {
 		return nil, fmt.Errorf("signer: open key %s/%s: %w", k.Owner, k.Selector, err)
 	}

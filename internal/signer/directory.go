@@ -8,8 +8,8 @@ import (
 	"math"
 	"time"
 
+	"dkimd/internal/domainname"
 	"dkimd/internal/keystore"
-	"dkimd/internal/provision"
 )
 
 // directory is what the signer knows of every maildomain, so that a From
@@ -114,7 +114,7 @@ func (s *Signer) rekey(ctx context.Context) error {
 func (s *Signer) brandKeys(ctx context.Context, brands []string) ([][]*signingKey, error) {
 	keys := make([][]*signingKey, len(brands))
 	for i, b := range brands {
-		k, err := s.cache.active(ctx, keystore.OwnerBrand, b, provision.Selector1)
+		k, err := s.cache.active(ctx, keystore.OwnerBrand, b, domainname.Selector1)
 		if err != nil {
 			if errors.Is(err, keystore.ErrUnavailable) || ctx.Err() != nil {
 				return nil, fmt.Errorf("signer: load brand keys: %w", err)

@@ -11,7 +11,7 @@ import (
 
 	"dkimd/internal/dkimkey"
 	"dkimd/internal/keystore"
-	"dkimd/internal/provision"
+	"dkimd/internal/sealbox"
 )
 
 // Message builds a message of about size bytes from domain, shaped like the
@@ -43,7 +43,7 @@ func (f *Fixture) ActiveRSAKey(t testing.TB, domain string) *rsa.PrivateKey {
 		if k.State != keystore.StateActive || k.Algorithm != dkimkey.RSA {
 			continue
 		}
-		priv, err := provision.OpenKey(f.Svc.Box, k)
+		priv, err := dkimkey.Open(f.Svc.Box, k.KEKID, k.SealedPrivateKey, sealbox.AssociatedData(string(k.OwnerKind), k.Owner, k.Selector))
 		if err != nil {
 			t.Fatal(err)
 		}
