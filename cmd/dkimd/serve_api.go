@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"dkimd/internal/console"
 	"dkimd/internal/httpapi"
 )
 
@@ -49,8 +50,19 @@ func (a *app) startAPI(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return err
 	}
+	// The session key comes from the KEK, which every replica already
+	// shares (docs/decisions.md, "Console sessions").
+	sessionKey, err := a.box.DeriveKey(console.KeyPurpose)
+	if err != nil {
+		return err
+	}
+	brandConsole, err := console.New(console.Options{Brands: a.store, Key: sessionKey, Now: a.now})
+	if err != nil {
+		return err
+	}
 	api := httpapi.New(httpapi.Options{
 		Store: a.store, Service: a.svc, OperatorToken: token, Log: a.log, Metrics: metrics, Now: a.now,
+		Console: brandConsole,
 	})
 	a.api = api
 

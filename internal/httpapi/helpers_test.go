@@ -56,7 +56,7 @@ func newEnv(t *testing.T, store keystore.Store, opts ...envOption) *env {
 	}
 	o := Options{
 		Store: store, Service: svc, OperatorToken: testOperator, Now: c.Now, Metrics: m,
-		Log: slog.New(slog.NewJSONHandler(logs, nil)),
+		Log: slog.New(slog.NewJSONHandler(logs, nil)), Console: testConsole(t, store, c.Now),
 	}
 	for _, f := range opts {
 		f(&o)

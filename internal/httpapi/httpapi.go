@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"dkimd/internal/console"
 	"dkimd/internal/keystore"
 	"dkimd/internal/provision"
 	"dkimd/internal/rotation"
@@ -45,6 +46,9 @@ type Options struct {
 	Service *provision.Service
 	// Rotator serves rotate and dns; nil answers them 503.
 	Rotator Rotator
+	// Console, when set, is mounted at /console/ and its sessions are
+	// accepted by the brand API (console.go).
+	Console *console.Console
 	// OperatorToken guards the admin API; empty disables it (every call 401).
 	OperatorToken string
 	Log           *slog.Logger
@@ -76,6 +80,7 @@ type Server struct {
 	store       keystore.Store
 	svc         *provision.Service
 	rot         atomic.Pointer[Rotator]
+	console     *console.Console
 	zone        string
 	log         *slog.Logger
 	metrics     *Metrics
@@ -116,7 +121,7 @@ func New(o Options) *Server {
 	}
 	s := &Server{
 		store: o.Store, svc: o.Service, zone: o.Service.Zone, log: o.Log,
-		metrics: o.Metrics, now: o.Now,
+		metrics: o.Metrics, now: o.Now, console: o.Console,
 		creds:      newCredCache(o.CredentialTTL, o.Now),
 		argonSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
 		hashShares: newShares(runtime.GOMAXPROCS(0)),
@@ -168,15 +173,18 @@ func (s *Server) routes() chi.Router {
 	r.MethodNotAllowed(s.methodNotAllowed)
 
 	getAndHead(r, "/openapi.json", s.openAPI)
+	s.mountConsole(r)
 
 	r.Route(BrandBase, func(r chi.Router) {
-		r.Use(s.brandAuth)
+		r.Use(s.brandAuthOrSession)
 		getAndHead(r, "/{brand}", s.listDomains)
+		getAndHead(r, "/{brand}/maildomains", s.listBrandMaildomains)
 		getAndHead(r, "/{brand}/{domain}", s.getDomain)
 		r.Put("/{brand}/{domain}", s.putDomain)
 		r.Delete("/{brand}/{domain}", s.deleteDomain)
 		r.Post("/{brand}/{domain}/rotate", s.rotate)
 		getAndHead(r, "/{brand}/{domain}/dns", s.checkDNS)
+		getAndHead(r, "/{brand}/{domain}/audit", s.domainAudit)
 		getAndHead(r, "/{brand}/{domain}/{selector}", s.getSelector)
 	})
 
