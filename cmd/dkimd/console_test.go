@@ -16,10 +16,13 @@ import (
 
 // TestConsoleSessionAcrossReplicas: a console session issued by one replica
 // is accepted by another on the same Postgres with the same KEK file, as
-// behind a load balancer, since its key is derived from the KEK.
+// behind a load balancer, since its key is derived from the shared KEK.
 func TestConsoleSessionAcrossReplicas(t *testing.T) {
-	env := postgresEnv(keystoretest.PostgresURL(t))
+	env := postgresEnv(keystoretest.PostgresURL(t), writeKEK(t, t.TempDir()))
 	dataDir := t.TempDir()
+	if err := run(context.Background(), []string{"migrate"}, env, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
 	cli := func(args ...string) string {
 		t.Helper()
 		var out, errOut strings.Builder
