@@ -115,6 +115,19 @@ func (b *tab) waitFor(what, cond string) {
 		chromedp.WithPollingInterval(50*time.Millisecond)))
 }
 
+// waitLong is waitFor for the one step whose length grows with the
+// machine's load, 200 PUTs, with a deadline far beyond what it needs.
+func (b *tab) waitLong(what, cond string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 3*time.Minute)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingTimeout(0),
+		chromedp.WithPollingInterval(100*time.Millisecond)))
+	if err != nil {
+		b.t.Fatalf("%s: %v\npage text:\n%s", what, err, b.pageText())
+	}
+}
+
 func (b *tab) pageText() string {
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	defer cancel()

@@ -218,7 +218,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		b.do("paste the list", chromedp.SetValue("domains", strings.Join(lines, "\n"), role("textbox", "Domains", 0)))
 		b.click("button", "Generate keys for all", 0)
 		b.see("progressbar", "")
-		b.waitFor("100%", `document.querySelector('[role=progressbar]').getAttribute('aria-valuenow') === '100'`)
+		b.waitLong("100%", `document.querySelector('[role=progressbar]').getAttribute('aria-valuenow') === '100'`)
 		b.see("link", "Download CSV")
 		b.see("link", "Download zone snippet")
 		results := strings.Split(b.text("#bulk-results"), "\n")

@@ -147,6 +147,7 @@ func wantProblem(t *testing.T, a answer, status int, code string) {
 }
 
 func TestSignIn(t *testing.T) {
+	t.Parallel()
 	st := newStack(t, stackOptions{})
 	st.brand("acme", "spamtrap.dk")
 	st.brand("beta", "beta.dk")
@@ -269,6 +270,7 @@ func TestSignIn(t *testing.T) {
 }
 
 func TestSessionEnds(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time {
@@ -323,6 +325,7 @@ func TestSessionEnds(t *testing.T) {
 // TestSignInThrottled: failed sign-ins count against the API's throttle,
 // and the API's lockout holds for the console.
 func TestSignInThrottled(t *testing.T) {
+	t.Parallel()
 	st := newStack(t, stackOptions{fails: 3})
 	st.brand("acme")
 	c := st.client(t)
@@ -347,6 +350,7 @@ func TestSignInThrottled(t *testing.T) {
 }
 
 func TestSecureCookieUnderTLS(t *testing.T) {
+	t.Parallel()
 	st := newStack(t, stackOptions{tls: true})
 	st.brand("acme")
 	c := st.client(t)
@@ -359,6 +363,7 @@ func TestSecureCookieUnderTLS(t *testing.T) {
 }
 
 func TestFiles(t *testing.T) {
+	t.Parallel()
 	st := newStack(t, stackOptions{})
 	c := st.client(t)
 	for _, tc := range []struct {
