@@ -143,6 +143,9 @@ func TestSecurity(t *testing.T) {
 				}
 			})
 			t.Run(method+" "+path+" naming the other brand's domain", func(t *testing.T) {
+				if !strings.Contains(path, "{domain}") {
+					t.Skip("the route names no domain") // GET /{brand}/maildomains
+				}
 				code, body := s.call(t, method, fill("evil"), "evil", secrets["evil"], "", nil)
 				if code != 404 && code != 409 {
 					t.Errorf("evil naming acme's domain on its own path: %d %s, want 404 or 409", code, body)

@@ -12,8 +12,9 @@ import (
 // domainAudit is GET /{brand}/{domain}/audit: the audit records of one of
 // the brand's domains, newest first, read-only. Only records of this brand
 // are shown, so a domain that once belonged to another brand shows nothing
-// of that brand's time; a deleted domain keeps its history. Pages as the
-// admin audit log does (?limit=, ?before=, Link).
+// of that brand's time; a deleted domain keeps its history, and a domain
+// the brand never held is 404 domain not found. Pages as the admin audit
+// log does (?limit=, ?before=, Link).
 func (s *Server) domainAudit(w http.ResponseWriter, r *http.Request) {
 	brand := pathParam(r, "brand")
 	name, err := s.domainParam(r)
@@ -38,6 +39,12 @@ func (s *Server) domainAudit(w http.ResponseWriter, r *http.Request) {
 	recs, err := s.store.Audit(r.Context(), keystore.AuditFilter{Brand: brand, Domain: name, BeforeID: before, Limit: limit + 1})
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if len(recs) == 0 && before == 0 {
+		// No record at all: a domain the brand never held, perhaps another
+		// brand's, reads as not found, as everywhere in the brand API.
+		s.fail(w, r, errDomainNotFound)
 		return
 	}
 	if len(recs) > limit {

@@ -76,6 +76,11 @@ func TestDomainAudit(t *testing.T) {
 			t.Errorf("beta's history %v", got)
 		}
 	})
+	t.Run("a domain the brand never held", func(t *testing.T) {
+		e.brand("gamma")
+		before = takeSnapshot(t, store)
+		wantError(t, e.do(e.as("gamma", "GET", dkimPath+"/gamma/shared.example/audit")), 404, "DOMAIN_NOT_FOUND", "domain not found")
+	})
 	t.Run("another brand's path", func(t *testing.T) {
 		wantError(t, e.do(e.as("beta", "GET", dkimPath+"/acme/shared.example/audit")), 403, "FORBIDDEN", "")
 	})
