@@ -69,6 +69,9 @@ func (c CPUClock) Report(b *testing.B) {
 	b.ReportMetric(float64(processCPU()-time.Duration(c))/float64(b.N), "cpu-ns/op")
 }
 
+// CPUSince is the process's CPU time since c started.
+func CPUSince(c CPUClock) time.Duration { return processCPU() - time.Duration(c) }
+
 func processCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
