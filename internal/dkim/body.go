@@ -60,6 +60,13 @@ func (b *BodyHash) Write(p []byte) (int, error) {
 	// whole of p: they are rare, and looking for them line by line would
 	// cost a call each.
 	nextTab, nextDouble := -1, -1
+	// A bare CR leaves a line canonical as it stands (it is a character
+	// of the line), so the lines are not searched for one: the CRs of p
+	// are counted once, and those that end lines, or that slow reads
+	// itself, are counted off; any left over are bare CRs in lines hashed
+	// as they stand (see findBareCR).
+	crs, known := bytes.Count(p, cr), 0
+	lines := b.lines
 	flush := func(i int) {
 		if i > span {
 			b.direct(p[span : i-2*trail])
@@ -67,13 +74,18 @@ func (b *BodyHash) Write(p []byte) (int, error) {
 		}
 		span, trail = i, 0
 	}
+	slow := func(i int) int {
+		flush(i)
+		j := b.slow(p, i)
+		known += bytes.Count(p[i:j], cr)
+		span = j
+		return j
+	}
 	i := 0
 	for i < len(p) {
 		if b.content || b.wsp || b.cr {
 			// In the middle of a line begun in an earlier Write.
-			flush(i)
-			i = b.slow(p, i)
-			span = i
+			i = slow(i)
 			continue
 		}
 		lf := bytes.IndexByte(p[i:], '\n')
@@ -82,16 +94,14 @@ func (b *BodyHash) Write(p []byte) (int, error) {
 		}
 		lf += i
 		if lf == i || p[lf-1] != '\r' {
-			// A bare LF.
-			flush(i)
-			i = b.slow(p, i)
-			span = i
+			i = slow(i) // a bare LF
 			continue
 		}
 		cr := lf - 1 // the line's content is p[i:cr]
 		if cr == i {
 			// An empty line.
 			b.lines++
+			known++
 			if span == i {
 				b.empty++
 				span = lf + 1
@@ -107,14 +117,13 @@ func (b *BodyHash) Write(p []byte) (int, error) {
 		if nextDouble < i {
 			nextDouble = index(p, i, bytes.Index(p[i:], []byte("  ")))
 		}
-		if p[cr-1] == ' ' || nextTab < cr || nextDouble < cr || bytes.IndexByte(p[i:cr], '\r') >= 0 {
-			flush(i)
-			i = b.slow(p, i)
-			span = i
+		if p[cr-1] == ' ' || nextTab < cr || nextDouble < cr {
+			i = slow(i)
 			continue
 		}
 		// A canonical line with content.
 		b.lines++
+		known++
 		if b.empty > 0 {
 			// The span is empty here: empty lines go to b.empty only
 			// while it is, and flush moves the span's own there.
@@ -125,9 +134,34 @@ func (b *BodyHash) Write(p []byte) (int, error) {
 	}
 	flush(i)
 	if i < len(p) {
+		known += bytes.Count(p[i:], cr)
 		b.slow(p, i)
 	}
+	if known < crs {
+		// The first bare CR of p may come before one slow found.
+		if l := findBareCR(p, lines); l > 0 && (b.bareCR == 0 || (b.bareCR > lines && l < b.bareCR)) {
+			b.bareCR = l
+		}
+	}
 	return len(p), nil
+}
+
+// findBareCR returns the line of the first CR of p not followed by LF,
+// counting from the line after lines: p starts on that line. A CR that ends
+// p does not count: slow has it, and the next Write tells.
+func findBareCR(p []byte, lines int) int {
+	for i := 0; i < len(p)-1; {
+		j := bytes.IndexByte(p[i:len(p)-1], '\r')
+		if j < 0 {
+			break
+		}
+		i += j
+		if p[i+1] != '\n' {
+			return lines + 1 + bytes.Count(p[:i], []byte{'\n'})
+		}
+		i++
+	}
+	return 0
 }
 
 // index turns the result of a search of p[from:] into a position in p,

@@ -126,7 +126,8 @@ func TestBodyHashReset(t *testing.T) {
 	}
 }
 
-// FuzzBodyHash: any body, split anywhere, hashes as the reference does.
+// FuzzBodyHash: any body, split anywhere, hashes as the reference does,
+// and its first bare CR is found on the right line.
 func FuzzBodyHash(f *testing.F) {
 	for _, b := range bodies {
 		f.Add([]byte(b), uint16(len(b)/2))
@@ -134,11 +135,23 @@ func FuzzBodyHash(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, split uint16) {
 		want := sha256.Sum256(refBody(body))
 		at := int(split) % (len(body) + 1)
-		if got := bodyHash(body[:at], body[at:]); !bytes.Equal(got, want[:]) {
+		b := dkim.NewBodyHash()
+		b.Write(body[:at])
+		b.Write(body[at:])
+		if got := b.Sum(nil); !bytes.Equal(got, want[:]) {
 			t.Fatalf("%x, want %x (canonical %q)", got, want, refBody(body))
+		}
+		wantLine := 0
+		if m := bareCR.FindIndex(body); m != nil {
+			wantLine = bytes.Count(body[:m[0]], []byte("\n")) + 1
+		}
+		if got := b.BareCR(); got != wantLine {
+			t.Fatalf("bare CR on line %d, want %d", got, wantLine)
 		}
 	})
 }
+
+var bareCR = regexp.MustCompile("\r(?:[^\n]|$)")
 
 func TestParseRefuses(t *testing.T) {
 	for _, tc := range []struct {
@@ -299,11 +312,14 @@ func TestSignVerifiesWithGoMsgauth(t *testing.T) {
 
 func TestBodyHashFindsBareCR(t *testing.T) {
 	for body, line := range map[string]int{
-		"a\r\nb\r\n":            0,
-		"a\rb\r\n":              1,
-		"x\r\ny\r\n\r\nz\r\r\n": 4,
-		"x\ny\nz\r":             3,
-		"x\r\n\r\n\r":           3,
+		"a\r\nb\r\n":                0,
+		"a\rb\r\n":                  1,
+		"x\r\ny\r\n\r\nz\r\r\n":     4,
+		"x\ny\nz\r":                 3,
+		"x\r\n\r\n\r":               3,
+		"a\rb\r\nc\td\re\r\n":       1,
+		"ok\r\nc\td\re\r\na\rb\r\n": 2,
+		"a\r\r\n":                   1,
 		strings.Repeat("clean line\r\n", 100) + "a\rb\r\n": 101,
 	} {
 		for _, split := range []int{0, len(body) / 2, len(body) - 1} {
