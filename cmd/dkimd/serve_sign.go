@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"dkimd/internal/rsasign"
 	"dkimd/internal/signer"
 	"dkimd/internal/signhttp"
 )
@@ -30,9 +32,14 @@ func (a *app) sharedSigner(ctx context.Context, g *errgroup.Group) (*signer.Sign
 	if a.signer != nil {
 		return a.signer, nil
 	}
+	rsaBackend, err := a.rsaBackend()
+	if err != nil {
+		return nil, err
+	}
 	s, err := signer.New(signer.Options{
 		Store: a.store, Box: a.box, Zone: a.cfg.Zone, Now: a.now, SignExpiry: a.cfg.SignExpiry,
 		Log: a.log.With(slog.String("component", "signer")), Registerer: a.registry,
+		RSA: rsaBackend.Signer,
 	})
 	if err != nil {
 		return nil, err
@@ -48,6 +55,33 @@ func (a *app) sharedSigner(ctx context.Context, g *errgroup.Group) (*signer.Sign
 	})
 	a.signer = s
 	return s, nil
+}
+
+// rsaBackend resolves --rsa-backend (docs/decisions.md, "RSA signatures
+// through libcrypto"): openssl where libcrypto cannot be loaded is a
+// start-up error naming the flag, auto falls back to Go with a warning
+// saying why. The choice is logged and exported as
+// dkimd_sign_rsa_backend_info{backend}.
+func (a *app) rsaBackend() (rsasign.Backend, error) {
+	b, unavailable, err := rsasign.Select(a.cfg.RSABackend)
+	if err != nil {
+		return b, err
+	}
+	if unavailable != nil {
+		a.log.Warn("rsa backend", slog.String("backend", b.Name()), slog.String("rsa_backend", a.cfg.RSABackend),
+			slog.String("reason", unavailable.Error()))
+	} else {
+		a.log.Info("rsa backend", slog.String("backend", b.Name()), slog.String("rsa_backend", a.cfg.RSABackend))
+	}
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dkimd_sign_rsa_backend_info",
+		Help: "The backend making RSA signatures (--rsa-backend): openssl (the system's libcrypto) or go (crypto/rsa); 1 for the one in use.",
+	}, []string{"backend"})
+	info.WithLabelValues(b.Name()).Set(1)
+	if err := a.registry.Register(info); err != nil {
+		return b, err
+	}
+	return b, nil
 }
 
 // startSign starts the MTA sign endpoint; it stops when ctx ends, letting

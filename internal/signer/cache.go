@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -44,9 +45,12 @@ type plan struct {
 	loadedAt   time.Time
 }
 
+// keyID is a key's slot. The cache holds the slot's current key: when
+// rotation replaces it, its successor takes the entry and the old key is
+// closed (for the OpenSSL backend, freed inside libcrypto).
 type keyID struct {
-	kind                         keystore.OwnerKind
-	owner, selector, fingerprint string
+	kind            keystore.OwnerKind
+	owner, selector string
 }
 
 // cache holds the signing decisions per From domain and the parsed private
@@ -189,6 +193,7 @@ func (c *cache) active(ctx context.Context, kind keystore.OwnerKind, owner, pref
 	for i := range all {
 		k := &all[i]
 		if k.State != keystore.StateActive || k.SealedPrivateKey == nil {
+			c.retire(k)
 			continue
 		}
 		switch k.Algorithm {
@@ -220,31 +225,67 @@ func (c *cache) active(ctx context.Context, kind keystore.OwnerKind, owner, pref
 }
 
 // parsed returns the key parsed, from memory when it was parsed before.
-// The fingerprint is part of the cache key, so a rotated slot is a new entry.
 func (c *cache) parsed(k keystore.Key) (*signingKey, error) {
-	id := keyID{k.OwnerKind, k.Owner, k.Selector, k.Fingerprint}
+	id := keyID{k.OwnerKind, k.Owner, k.Selector}
 	c.mu.RLock()
 	sk := c.keys[id]
 	c.mu.RUnlock()
-	if sk != nil {
+	if sk != nil && sk.fingerprint == k.Fingerprint {
 		return sk, nil
 	}
 	priv, err := dkimkey.Open(c.s.opts.Box, k.KEKID, k.SealedPrivateKey, sealbox.AssociatedData(string(k.OwnerKind), k.Owner, k.Selector))
 	if err != nil {
 		return nil, fmt.Errorf("signer: open key %s/%s: %w", k.Owner, k.Selector, err)
 	}
+	signer := crypto.Signer(priv)
 	if rk, ok := priv.(*rsa.PrivateKey); ok {
-		rk.Precompute()
+		if signer, err = c.s.opts.RSA(rk); err != nil {
+			return nil, fmt.Errorf("signer: key %s/%s: %w", k.Owner, k.Selector, err)
+		}
 	}
-	sk = &signingKey{selector: k.Selector, algorithm: k.Algorithm, fingerprint: k.Fingerprint, signer: priv}
+	sk = &signingKey{selector: k.Selector, algorithm: k.Algorithm, fingerprint: k.Fingerprint, signer: signer}
 	c.s.metrics.keyLoads.Inc()
 	c.s.opts.Log.Info("loaded signing key", slog.String("owner", k.Owner), slog.String("selector", k.Selector),
 		slog.String("fingerprint", k.Fingerprint))
 	c.mu.Lock()
 	if len(c.keys) >= maxKeys {
+		// Keys that plans still hold sign on; the collector frees the rest.
 		clear(c.keys)
 	}
+	old := c.keys[id]
 	c.keys[id] = sk
 	c.mu.Unlock()
+	if old != nil && old.fingerprint != sk.fingerprint {
+		closeKey(old) // rotation gave the slot a new key
+	}
 	return sk, nil
+}
+
+// retire drops k from the cache if it is the key cached for its slot: it is
+// no longer active, so no fresh plan signs with it.
+func (c *cache) retire(k *keystore.Key) {
+	id := keyID{k.OwnerKind, k.Owner, k.Selector}
+	c.mu.RLock()
+	sk := c.keys[id]
+	c.mu.RUnlock()
+	if sk == nil || sk.fingerprint != k.Fingerprint {
+		return
+	}
+	c.mu.Lock()
+	if c.keys[id] != sk {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.keys, id)
+	c.mu.Unlock()
+	closeKey(sk)
+}
+
+// closeKey frees what Options.RSA made for a key that left the cache. A
+// plan made before may still sign with it: a closed OpenSSL key signs on
+// through crypto/rsa (rsasign.Key.Close).
+func closeKey(sk *signingKey) {
+	if cl, ok := sk.signer.(io.Closer); ok {
+		_ = cl.Close()
+	}
 }

@@ -14,6 +14,8 @@ package signer
 import (
 	"bufio"
 	"context"
+	"crypto"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +74,11 @@ type Options struct {
 	DirectoryRefresh time.Duration
 	// MaxHeaderBytes bounds the header block. Default 1 MiB.
 	MaxHeaderBytes int
+	// RSA turns each RSA private key, once when it is parsed, into what
+	// signs with it (rsasign.Backend.Signer: crypto/rsa or libcrypto). A
+	// result that is an io.Closer is closed when rotation replaces the key.
+	// Default: the key itself, precomputed (crypto/rsa).
+	RSA func(*rsa.PrivateKey) (crypto.Signer, error)
 }
 
 // Signer signs messages. It is safe for concurrent use.
@@ -105,6 +112,12 @@ func New(opts Options) (*Signer, error) {
 	}
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = 1 << 20
+	}
+	if opts.RSA == nil {
+		opts.RSA = func(k *rsa.PrivateKey) (crypto.Signer, error) {
+			k.Precompute()
+			return k, nil
+		}
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
