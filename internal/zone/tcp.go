@@ -1,10 +1,14 @@
 package zone
 
 import (
+	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // Limits of DNS over TCP (RFC 7766): a connection that sends nothing for
@@ -55,4 +59,91 @@ func (c *cappedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.open.Add(-1) })
 	return err
+}
+
+// acceptFailed hears of a temporary accept error of the TCP listener when
+// no Options.RetryAccept was given.
+func (s *Server) acceptFailed(err error, pause time.Duration) {
+	s.log.Warn("DNS TCP accept failed; retrying", slog.String("err", err.Error()), slog.Duration("pause", pause))
+}
+
+// acceptQueries lets every request through to ServeDNS, which answers
+// UPDATE and other opcodes itself; responses are never answered.
+func acceptQueries(dh dns.Header) dns.MsgAcceptAction {
+	if dh.Bits&(1<<15) != 0 {
+		return dns.MsgIgnore
+	}
+	return dns.MsgAccept
+}
+
+// ServeDNS is the TCP path (miekg/dns reads the length-prefixed messages
+// and checks TSIG): a thin adapter over the same wire answers as UDP, plus
+// zone transfers.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	from := addrOf(w.RemoteAddr())
+	st := Stat{}
+	if len(req.Question) == 1 {
+		st.Qtype = req.Question[0].Qtype
+	}
+	counted := true
+	defer func() {
+		if counted {
+			s.m.count(st)
+		}
+	}()
+	tsig := req.IsTsig()
+	if tsig != nil && w.TsigStatus() != nil {
+		r := new(dns.Msg)
+		r.SetRcode(req, dns.RcodeNotAuth)
+		st.Rcode = dns.RcodeNotAuth
+		_ = w.WriteMsg(r)
+		return
+	}
+	signed := tsig != nil
+	if len(req.Question) == 1 && req.Opcode == dns.OpcodeQuery &&
+		(req.Question[0].Qtype == dns.TypeAXFR || req.Question[0].Qtype == dns.TypeIXFR) {
+		st.Rcode = s.transfer(w, req, from, signed)
+		return
+	}
+	if !signed && req.Opcode != dns.OpcodeNotify {
+		raw, err := req.Pack()
+		if err == nil {
+			buf := make([]byte, maxTCPSize)
+			out, disp, rst := s.cur.Load().respond(buf, raw, true)
+			if disp == Dropped {
+				counted = false
+				return
+			}
+			if disp == Answered {
+				st = rst
+				_, _ = w.Write(out)
+				return
+			}
+		}
+	}
+	if len(req.Question) != 1 {
+		r := new(dns.Msg)
+		r.SetRcode(req, dns.RcodeFormatError)
+		st.Rcode = dns.RcodeFormatError
+		_ = w.WriteMsg(r)
+		return
+	}
+	r := s.reply(req, from, signed, true)
+	if signed {
+		r.SetTsig(tsig.Hdr.Name, tsig.Algorithm, 300, time.Now().Unix())
+	}
+	st.Rcode = r.Rcode
+	_ = w.WriteMsg(r)
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
 }

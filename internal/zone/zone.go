@@ -10,6 +10,13 @@
 // built. The package reads the store (through the small Source
 // interface) and never writes it.
 //
+// The files follow the protocols: the snapshot and its answers (zone.go,
+// wire.go, and builder*.go, arena.go, index.go that make and hold it); the
+// server and its sockets (server.go); UDP serving with recvmmsg (udp*.go)
+// and its response-rate limiting (rrl.go); TCP serving (tcp.go); zone
+// transfers (xfr.go); NOTIFY (notify.go); TSIG keys (tsig.go); keeping the
+// snapshot current (sync.go).
+//
 // Decisions where the RFCs leave a choice:
 //   - UDP answers are at most 1232 octets (DNS flag day 2020), 512 without
 //     EDNS; what does not fit is sent with TC and an empty answer section.
@@ -24,6 +31,9 @@
 //   - AXFR and IXFR only over TCP, only to --xfr-allow addresses with the
 //     TSIG key. IXFR is answered from the deltas of the incremental updates
 //     this process applied; a secondary further behind gets the whole zone.
+//   - UDP answers are rate-limited per answer and source prefix as NSD's
+//     RRL does (rrl.go); TCP connections are capped and closed when idle
+//     (tcp.go, RFC 7766).
 package zone
 
 import (
@@ -51,17 +61,6 @@ type Params struct {
 	Minimum time.Duration // SOA minimum: negative caching TTL (RFC 2308)
 	TTL     time.Duration // TTL of every record, the SOA included
 }
-
-// Result is what Lookup found.
-type Result int
-
-// Lookup results; ServeDNS maps them to rcodes.
-const (
-	Success   Result = iota // answer holds the records
-	NoData                  // the name exists without the type: NOERROR, SOA in authority
-	NameError               // no such name: NXDOMAIN, SOA in authority
-	NotAuth                 // outside the zone: REFUSED
-)
 
 // answer is one pre-rendered response body: the answer, authority and
 // additional counts (6 octets) followed by those sections, rendered for a
@@ -175,7 +174,7 @@ func appendTXT(dst []byte, ttl uint32, value []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// unrender turns a body back into records, for Lookup and zone transfers.
+// unrender turns a body back into records, for zone transfers.
 func unrender(name string, qtype uint16, body []byte) (ans, ns, extra []dns.RR, err error) {
 	q, err := wireName(name)
 	if err != nil {
@@ -193,33 +192,6 @@ func unrender(name string, qtype uint16, body []byte) (ans, ns, extra []dns.RR, 
 		return nil, nil, nil, fmt.Errorf("zone: unpack %s: %w", name, err)
 	}
 	return m.Answer, m.Ns, m.Extra, nil
-}
-
-// Lookup answers (name, qtype) from the snapshot. It is a pure function of
-// the snapshot and its arguments.
-func (s *Snapshot) Lookup(name string, qtype uint16) (ans, ns, extra []dns.RR, res Result) {
-	key, err := wireName(name)
-	if err != nil || !inZone(key, s.zoneWire) {
-		return nil, nil, nil, NotAuth
-	}
-	n, ok := s.get(key)
-	if !ok {
-		return nil, []dns.RR{s.params.negativeSOA(s.serial)}, nil, NameError
-	}
-	if body := n.find(qtype); body != nil {
-		rtype := qtype
-		if qtype == dns.TypeANY {
-			rtype = n.answers()[0].qtype
-		}
-		ans, ns, extra, err := unrender(fqdn(name), rtype, body)
-		if err != nil {
-			// Bodies are rendered by this package; one that does not
-			// unpack is a bug, and NotAuth is the safest thing to say.
-			return nil, nil, nil, NotAuth
-		}
-		return ans, ns, extra, Success
-	}
-	return nil, []dns.RR{s.params.negativeSOA(s.serial)}, nil, NoData
 }
 
 // inZone reports whether the wire name key is the apex or below it.
@@ -290,8 +262,4 @@ func (k *keyRenderer) render(ttl uint32, r keystore.ZoneRecord) ([]byte, error) 
 	var err error
 	k.body, err = appendTXT(k.body[:0], ttl, k.value)
 	return k.body, err
-}
-
-func ownerKey(kind, owner string) keystore.ZoneChange {
-	return keystore.ZoneChange{Kind: keystore.OwnerKind(kind), Owner: owner}
 }

@@ -41,49 +41,95 @@ func testSnapshot(t *testing.T) *Snapshot {
 	return s
 }
 
+// result is what a query found, as the tables below name it.
+type result int
+
+const (
+	success   result = iota // NOERROR with an answer
+	noData                  // the name exists without the type: NOERROR, SOA in authority
+	nameError               // no such name: NXDOMAIN, SOA in authority
+	notAuth                 // outside the zone: REFUSED
+)
+
+// ask asks s for (name, qtype) on the path every query takes (respond,
+// as over TCP so that nothing is truncated) and unpacks the answer.
+func ask(t *testing.T, s *Snapshot, name string, qtype uint16) (ans, ns, extra []dns.RR, res result) {
+	t.Helper()
+	q, err := new(dns.Msg).SetQuestion(name, qtype).Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, disp, _ := s.respond(make([]byte, maxTCPSize), q, true)
+	if disp != Answered {
+		t.Fatalf("%s %s: disposition %d", name, dns.TypeToString[qtype], disp)
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(out); err != nil {
+		t.Fatalf("%s %s: %v", name, dns.TypeToString[qtype], err)
+	}
+	switch {
+	case m.Rcode == dns.RcodeSuccess && len(m.Answer) > 0:
+		res = success
+	case m.Rcode == dns.RcodeSuccess:
+		res = noData
+	case m.Rcode == dns.RcodeNameError:
+		res = nameError
+	case m.Rcode == dns.RcodeRefused:
+		res = notAuth
+	default:
+		t.Fatalf("%s %s: rcode %s", name, dns.TypeToString[qtype], dns.RcodeToString[m.Rcode])
+	}
+	return m.Answer, m.Ns, m.Extra, res
+}
+
+// owner names an owner whose records changed.
+func owner(kind, name string) keystore.ZoneChange {
+	return keystore.ZoneChange{Kind: keystore.OwnerKind(kind), Owner: name}
+}
+
 const negSOA = "oxcloud.zone. 300 IN SOA ns1.oxcloud.zone. hostmaster.oxcloud.zone. 42 14400 3600 1209600 300"
 
-func TestLookup(t *testing.T) {
+func TestAnswers(t *testing.T) {
 	s := testSnapshot(t)
 	txt1 := `selector1-example-com._domainkey.oxcloud.zone. 3600 IN TXT "` + longValue[:255] + `" "` + longValue[255:] + `"`
 	cases := []struct {
 		name, qname string
 		qtype       uint16
-		res         Result
+		res         result
 		ans, ns, ex []string
 	}{
-		{"apex SOA", "oxcloud.zone.", dns.TypeSOA, Success,
+		{"apex SOA", "oxcloud.zone.", dns.TypeSOA, success,
 			[]string{"oxcloud.zone. 3600 IN SOA ns1.oxcloud.zone. hostmaster.oxcloud.zone. 42 14400 3600 1209600 300"}, nil, nil},
-		{"apex NS with glue", "oxcloud.zone.", dns.TypeNS, Success,
+		{"apex NS with glue", "oxcloud.zone.", dns.TypeNS, success,
 			[]string{"oxcloud.zone. 3600 IN NS ns1.oxcloud.zone.", "oxcloud.zone. 3600 IN NS ns.example.net."}, nil,
 			[]string{"ns1.oxcloud.zone. 3600 IN A 192.0.2.1", "ns1.oxcloud.zone. 3600 IN AAAA 2001:db8::1"}},
-		{"apex ANY is the SOA alone", "oxcloud.zone.", dns.TypeANY, Success,
+		{"apex ANY is the SOA alone", "oxcloud.zone.", dns.TypeANY, success,
 			[]string{"oxcloud.zone. 3600 IN SOA ns1.oxcloud.zone. hostmaster.oxcloud.zone. 42 14400 3600 1209600 300"}, nil, nil},
-		{"apex TXT is NODATA", "oxcloud.zone.", dns.TypeTXT, NoData, nil, []string{negSOA}, nil},
-		{"selector TXT split in strings", "selector1-example-com._domainkey.oxcloud.zone.", dns.TypeTXT, Success, []string{txt1}, nil, nil},
-		{"upper case name", "SELECTOR1-Example-COM._DomainKey.OXCLOUD.zone.", dns.TypeTXT, Success, []string{txt1}, nil, nil},
-		{"revoked key", "selector2-example-com._domainkey.oxcloud.zone.", dns.TypeTXT, Success,
+		{"apex TXT is NODATA", "oxcloud.zone.", dns.TypeTXT, noData, nil, []string{negSOA}, nil},
+		{"selector TXT split in strings", "selector1-example-com._domainkey.oxcloud.zone.", dns.TypeTXT, success, []string{txt1}, nil, nil},
+		{"upper case name", "SELECTOR1-Example-COM._DomainKey.OXCLOUD.zone.", dns.TypeTXT, success, []string{txt1}, nil, nil},
+		{"revoked key", "selector2-example-com._domainkey.oxcloud.zone.", dns.TypeTXT, success,
 			[]string{`selector2-example-com._domainkey.oxcloud.zone. 3600 IN TXT "v=DKIM1; k=rsa; p="`}, nil, nil},
-		{"ANY at a selector", "selector1-example-com._domainkey.oxcloud.zone.", dns.TypeANY, Success, []string{txt1}, nil, nil},
-		{"A at a selector is NODATA", "selector1-example-com._domainkey.oxcloud.zone.", dns.TypeA, NoData, nil, []string{negSOA}, nil},
-		{"brand fallback key", "selector1._domainkey.acme.oxcloud.zone.", dns.TypeTXT, Success,
+		{"ANY at a selector", "selector1-example-com._domainkey.oxcloud.zone.", dns.TypeANY, success, []string{txt1}, nil, nil},
+		{"A at a selector is NODATA", "selector1-example-com._domainkey.oxcloud.zone.", dns.TypeA, noData, nil, []string{negSOA}, nil},
+		{"brand fallback key", "selector1._domainkey.acme.oxcloud.zone.", dns.TypeTXT, success,
 			[]string{`selector1._domainkey.acme.oxcloud.zone. 3600 IN TXT "v=DKIM1; k=ed25519; p=AAAA"`}, nil, nil},
-		{"ENT _domainkey", "_domainkey.oxcloud.zone.", dns.TypeTXT, NoData, nil, []string{negSOA}, nil},
-		{"ENT brand", "acme.oxcloud.zone.", dns.TypeTXT, NoData, nil, []string{negSOA}, nil},
-		{"ENT brand _domainkey", "_domainkey.acme.oxcloud.zone.", dns.TypeANY, NoData, nil, []string{negSOA}, nil},
-		{"glue A", "ns1.oxcloud.zone.", dns.TypeA, Success, []string{"ns1.oxcloud.zone. 3600 IN A 192.0.2.1"}, nil, nil},
-		{"glue AAAA", "ns1.oxcloud.zone.", dns.TypeAAAA, Success, []string{"ns1.oxcloud.zone. 3600 IN AAAA 2001:db8::1"}, nil, nil},
-		{"glue TXT is NODATA", "ns1.oxcloud.zone.", dns.TypeTXT, NoData, nil, []string{negSOA}, nil},
-		{"missing selector", "selector3-example-com._domainkey.oxcloud.zone.", dns.TypeTXT, NameError, nil, []string{negSOA}, nil},
-		{"below a TXT name", "x.selector1-example-com._domainkey.oxcloud.zone.", dns.TypeTXT, NameError, nil, []string{negSOA}, nil},
-		{"missing brand", "other.oxcloud.zone.", dns.TypeA, NameError, nil, []string{negSOA}, nil},
-		{"outside the zone", "example.com.", dns.TypeTXT, NotAuth, nil, nil, nil},
-		{"suffix but not a label boundary", "xoxcloud.zone.", dns.TypeSOA, NotAuth, nil, nil, nil},
-		{"parent of the zone", "zone.", dns.TypeSOA, NotAuth, nil, nil, nil},
+		{"ENT _domainkey", "_domainkey.oxcloud.zone.", dns.TypeTXT, noData, nil, []string{negSOA}, nil},
+		{"ENT brand", "acme.oxcloud.zone.", dns.TypeTXT, noData, nil, []string{negSOA}, nil},
+		{"ENT brand _domainkey", "_domainkey.acme.oxcloud.zone.", dns.TypeANY, noData, nil, []string{negSOA}, nil},
+		{"glue A", "ns1.oxcloud.zone.", dns.TypeA, success, []string{"ns1.oxcloud.zone. 3600 IN A 192.0.2.1"}, nil, nil},
+		{"glue AAAA", "ns1.oxcloud.zone.", dns.TypeAAAA, success, []string{"ns1.oxcloud.zone. 3600 IN AAAA 2001:db8::1"}, nil, nil},
+		{"glue TXT is NODATA", "ns1.oxcloud.zone.", dns.TypeTXT, noData, nil, []string{negSOA}, nil},
+		{"missing selector", "selector3-example-com._domainkey.oxcloud.zone.", dns.TypeTXT, nameError, nil, []string{negSOA}, nil},
+		{"below a TXT name", "x.selector1-example-com._domainkey.oxcloud.zone.", dns.TypeTXT, nameError, nil, []string{negSOA}, nil},
+		{"missing brand", "other.oxcloud.zone.", dns.TypeA, nameError, nil, []string{negSOA}, nil},
+		{"outside the zone", "example.com.", dns.TypeTXT, notAuth, nil, nil, nil},
+		{"suffix but not a label boundary", "xoxcloud.zone.", dns.TypeSOA, notAuth, nil, nil, nil},
+		{"parent of the zone", "zone.", dns.TypeSOA, notAuth, nil, nil, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ans, ns, ex, res := s.Lookup(c.qname, c.qtype)
+			ans, ns, ex, res := ask(t, s, c.qname, c.qtype)
 			if res != c.res {
 				t.Fatalf("result %d, want %d", res, c.res)
 			}
@@ -118,12 +164,12 @@ func TestIncrementalReplace(t *testing.T) {
 	if err := b.begin(1, true); err != nil {
 		t.Fatal(err)
 	}
-	acme := ownerKey("brand", "acme")
+	acme := owner("brand", "acme")
 	if err := b.replace(acme, []Record{{Name: "selector1._domainkey.acme.oxcloud.zone", Value: "v=DKIM1; k=rsa; p=AA"}}); err != nil {
 		t.Fatal(err)
 	}
 	s1 := b.finish()
-	if _, _, _, res := s1.Lookup("acme.oxcloud.zone.", dns.TypeTXT); res != NoData {
+	if _, _, _, res := ask(t, s1, "acme.oxcloud.zone.", dns.TypeTXT); res != noData {
 		t.Fatalf("brand ENT: %d", res)
 	}
 	if err := b.begin(2, false); err != nil {
@@ -134,21 +180,21 @@ func TestIncrementalReplace(t *testing.T) {
 	}
 	s2 := b.finish()
 	for _, name := range []string{"acme.oxcloud.zone.", "_domainkey.acme.oxcloud.zone.", "selector1._domainkey.acme.oxcloud.zone."} {
-		if _, _, _, res := s2.Lookup(name, dns.TypeTXT); res != NameError {
+		if _, _, _, res := ask(t, s2, name, dns.TypeTXT); res != nameError {
 			t.Errorf("%s after removal: %d, want NXDOMAIN", name, res)
 		}
 		// The old snapshot is untouched.
-		if _, _, _, res := s1.Lookup(name, dns.TypeTXT); res == NameError {
+		if _, _, _, res := ask(t, s1, name, dns.TypeTXT); res == nameError {
 			t.Errorf("%s vanished from the old snapshot", name)
 		}
 	}
-	if _, _, _, res := s2.Lookup("_domainkey.oxcloud.zone.", dns.TypeTXT); res != NoData {
+	if _, _, _, res := ask(t, s2, "_domainkey.oxcloud.zone.", dns.TypeTXT); res != noData {
 		t.Errorf("_domainkey ENT must stay: %d", res)
 	}
 	if s2.Records() != 0 || s1.Records() != 1 {
 		t.Errorf("records %d / %d", s1.Records(), s2.Records())
 	}
-	if ans, _, _, _ := s2.Lookup("oxcloud.zone.", dns.TypeSOA); ans[0].(*dns.SOA).Serial != 2 {
+	if ans, _, _, _ := ask(t, s2, "oxcloud.zone.", dns.TypeSOA); ans[0].(*dns.SOA).Serial != 2 {
 		t.Errorf("serial %v", ans[0])
 	}
 }
@@ -197,9 +243,9 @@ func TestIncrementalModel(t *testing.T) {
 			var o keystore.ZoneChange
 			var names []string
 			if i%10 == 0 {
-				o = ownerKey("brand", fmt.Sprintf("brand%d", i))
+				o = owner("brand", fmt.Sprintf("brand%d", i))
 			} else {
-				o = ownerKey("domain", fmt.Sprintf("d%d.example.com", i))
+				o = owner("domain", fmt.Sprintf("d%d.example.com", i))
 			}
 			names = ownerNames(o, testParams.Zone)
 			for _, n := range names {
@@ -254,8 +300,8 @@ func checkModel(t *testing.T, s *Snapshot, want map[string]string) {
 		t.Fatalf("serial %d: %d records, want %d", s.Serial(), s.Records(), len(want))
 	}
 	for name, v := range want {
-		ans, _, _, res := s.Lookup(name, dns.TypeTXT)
-		if res != Success || len(ans) != 1 || strings.Join(ans[0].(*dns.TXT).Txt, "") != v {
+		ans, _, _, res := ask(t, s, name, dns.TypeTXT)
+		if res != success || len(ans) != 1 || strings.Join(ans[0].(*dns.TXT).Txt, "") != v {
 			t.Fatalf("serial %d: %s = %v (%d), want %q", s.Serial(), name, ans, res, v)
 		}
 	}
@@ -273,7 +319,7 @@ func checkModel(t *testing.T, s *Snapshot, want map[string]string) {
 		t.Fatalf("serial %d: walk found %d TXT records, want %d", s.Serial(), seen, len(want))
 	}
 	// Names that were never published, and ENTs of brands that are gone.
-	if _, _, _, res := s.Lookup("selector1-nope-example-com._domainkey.oxcloud.zone.", dns.TypeTXT); res != NameError {
+	if _, _, _, res := ask(t, s, "selector1-nope-example-com._domainkey.oxcloud.zone.", dns.TypeTXT); res != nameError {
 		t.Fatalf("serial %d: missing name gave %d", s.Serial(), res)
 	}
 }
@@ -294,7 +340,7 @@ func TestArenaStaysBoundedUnderChurn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acme := ownerKey("brand", "acme")
+	acme := owner("brand", "acme")
 	for serial := uint32(1); serial <= 10000; serial++ {
 		if err := b.begin(serial, serial == 1); err != nil {
 			t.Fatal(err)
@@ -308,8 +354,8 @@ func TestArenaStaysBoundedUnderChurn(t *testing.T) {
 	if size := b.arena.size; size > 8<<20 { // 11.5 MB without compaction
 		t.Fatalf("arena of %d bytes for a zone of one record", size)
 	}
-	ans, _, _, res := b.cur.Lookup("selector1._domainkey.acme.oxcloud.zone.", dns.TypeTXT)
-	if res != Success || !strings.HasSuffix(strings.Join(ans[0].(*dns.TXT).Txt, ""), "10000") {
+	ans, _, _, res := ask(t, b.cur, "selector1._domainkey.acme.oxcloud.zone.", dns.TypeTXT)
+	if res != success || !strings.HasSuffix(strings.Join(ans[0].(*dns.TXT).Txt, ""), "10000") {
 		t.Fatalf("after the churn: %v %d", ans, res)
 	}
 }

@@ -5,9 +5,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"dkimd/internal/accept"
+
+	"github.com/miekg/dns"
 )
 
 // batchSize is how many datagrams one recvmmsg/sendmmsg system call moves.
@@ -105,4 +108,45 @@ func (s *Server) serveBatches(b batchIO) {
 			s.m.duration.Observe(time.Since(start).Seconds() / float64(max(got, 1)))
 		}
 	}
+}
+
+// specialUDP answers what the fast path does not: NOTIFY, zone transfer
+// requests and TSIG-signed messages.
+func (s *Server) specialUDP(raw []byte, from netip.Addr) ([]byte, Stat) {
+	req := new(dns.Msg)
+	if err := req.Unpack(raw); err != nil || len(req.Question) != 1 {
+		return header(make([]byte, 12), raw, dns.RcodeFormatError), Stat{Rcode: dns.RcodeFormatError}
+	}
+	st := Stat{Qtype: req.Question[0].Qtype}
+	tsig := req.IsTsig()
+	signed := false
+	if tsig != nil {
+		if s.opts.TSIG == nil || !strings.EqualFold(tsig.Hdr.Name, s.opts.TSIG.Name) ||
+			dns.TsigVerify(append([]byte(nil), raw...), s.opts.TSIG.Secret, "", false) != nil { // it rewrites its input
+			r := new(dns.Msg)
+			r.SetRcode(req, dns.RcodeNotAuth)
+			out, err := r.Pack()
+			if err != nil {
+				return nil, st
+			}
+			st.Rcode = dns.RcodeNotAuth
+			return out, st
+		}
+		signed = true
+	}
+	reply := s.reply(req, from, signed, false)
+	st.Rcode = reply.Rcode
+	if signed {
+		reply.SetTsig(tsig.Hdr.Name, tsig.Algorithm, 300, time.Now().Unix())
+		out, _, err := dns.TsigGenerate(reply, s.opts.TSIG.Secret, tsig.MAC, false)
+		if err != nil {
+			return nil, st
+		}
+		return out, st
+	}
+	out, err := reply.Pack()
+	if err != nil {
+		return nil, st
+	}
+	return out, st
 }
