@@ -308,8 +308,10 @@ func setup(dir string) *env {
 	return e
 }
 
-func (e *env) newSigner(listener string) *signer.Signer {
-	s, err := signer.New(signer.Options{Store: e.store, Box: e.box, Zone: zoneName, Listener: listener})
+// newSigner is the library path's signer, signing RSA as dkimd serve does
+// (backend).
+func (e *env) newSigner(backend rsasign.Backend) *signer.Signer {
+	s, err := signer.New(signer.Options{Store: e.store, Box: e.box, Zone: zoneName, RSA: backend.Signer})
 	must(err)
 	return s
 }
@@ -421,7 +423,7 @@ func main() {
 	defer floor.stop()
 	od := startOpenDKIM(dir, e)
 	defer od.stop()
-	lib := e.newSigner("library")
+	lib := e.newSigner(backend)
 
 	fmt.Println("per CPU-s: messages per CPU-second of the server process (dkimd serve, opendkim), or of")
 	fmt.Println("this process for the library. openssl: `openssl speed rsa2048` per CPU-second on one core,")
