@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -132,6 +134,9 @@ func TestConsoleInBrowser(t *testing.T) {
 		b.click("button", "Check DNS now", 0)
 		b.waitFor("ok verdicts", `[...document.querySelectorAll('#dns-table .verdict')].every(v => v.innerText === 'ok')`)
 		contains(t, "selector1's verdict", b.text(`#dns-table tr[data-selector="selector1"]`), "CNAME → "+targets[0])
+		// The live check moves the domain to active at once, and the page
+		// shows it.
+		b.waitFor("the status", `document.getElementById('domain-status').innerText === 'active'`)
 		b.screenshot("domain", true)
 	})
 
@@ -263,6 +268,13 @@ func TestConsoleInBrowser(t *testing.T) {
 			!strings.Contains(csv, "bulk042.example,selector2,selector2._domainkey.bulk042.example,CNAME,selector2-bulk042-example._domainkey."+testZone+"\r\n") {
 			t.Errorf("CSV of %d lines:\n%.400s", len(csvLines), csv)
 		}
+		// A file can be read into the list instead of pasting.
+		file := filepath.Join(t.TempDir(), "domains.csv")
+		if err := os.WriteFile(file, []byte("domain\nfrom-a-file.example\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b.do("choose a file", chromedp.SetUploadFiles(chromedp.ID("bulk-file"), []string{file}))
+		b.waitFor("the file's text", `document.getElementById('bulk-domains').value === 'domain\nfrom-a-file.example\n'`)
 		name, zone := b.download("Download zone snippet")
 		if name != "dkim-cnames.zone" {
 			t.Errorf("zone snippet saved as %q", name)
