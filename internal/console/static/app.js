@@ -569,7 +569,10 @@
       $('dns-status').textContent = `Checked ${fmtTime(data.checkedAt)}: ${ok} of ${data.selectors.length} selectors ok.`;
       // The check updates the domain's status at once: show it.
       const res = await call('GET', domainURL(domain));
-      if (state.domain === domain) renderEntry(res.data);
+      if (state.domain === domain) {
+        renderEntry(res.data);
+        loadHistory(false); // a status change is an audit record too
+      }
     } catch (e) {
       if (state.domain === domain) {
         $('dns-status').textContent = '';
