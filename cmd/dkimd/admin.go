@@ -237,7 +237,7 @@ func maildomainRemove(ctx context.Context, inv *invocation) error {
 		if err := svc.DeleteDomain(ctx, brand, domain, cliActor); err != nil {
 			return err
 		}
-		inv.log.Info("deleted the DKIM keys of the domain", slog.String("brand", brand), slog.String("domain", domain),
+		inv.log.Debug("deleted the DKIM keys of the domain", slog.String("brand", brand), slog.String("domain", domain),
 			slog.String("selectors", strings.Join(selectors, ",")))
 		fmt.Fprintf(inv.stderr, "deleted the DKIM keys of %s (%s)\n", domain, strings.Join(selectors, ", "))
 	}

@@ -63,7 +63,14 @@ func serve(ctx context.Context, inv *invocation) error {
 			}
 		}
 	}
-	defer lock.release()
+	// A closure, not lock.release() evaluated now: the lock may be taken
+	// below, and must stay referenced until serve returns, or the collector
+	// finalises its file and the kernel drops the flock.
+	defer func() {
+		if err := lock.release(); err != nil {
+			log.Warn("serve lock not released cleanly", slog.String("err", err.Error()))
+		}
+	}()
 	if err := preflight(cfg); err != nil {
 		return err
 	}
