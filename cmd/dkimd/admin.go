@@ -20,7 +20,7 @@ var cliActor = provision.Actor{Name: "cli"}
 // rules on the existing store. Only brand create seals a key, so only it
 // loads the KEK (withKEK).
 func service(ctx context.Context, inv *invocation, withKEK bool) (*provision.Service, *keystore.SQL, error) {
-	store, err := openExistingStore(ctx, inv.cfg)
+	store, err := openExistingStore(ctx, inv.cfg, inv.log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -112,7 +112,7 @@ func brandDelete(ctx context.Context, inv *invocation) error {
 }
 
 func brandList(ctx context.Context, inv *invocation) error {
-	store, err := openExistingStore(ctx, inv.cfg)
+	store, err := openExistingStore(ctx, inv.cfg, inv.log)
 	if err != nil {
 		return err
 	}
@@ -137,7 +137,7 @@ func brandList(ctx context.Context, inv *invocation) error {
 
 func maildomainList(ctx context.Context, inv *invocation) error {
 	brand := inv.args[0]
-	store, err := openExistingStore(ctx, inv.cfg)
+	store, err := openExistingStore(ctx, inv.cfg, inv.log)
 	if err != nil {
 		return err
 	}

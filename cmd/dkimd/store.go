@@ -45,7 +45,7 @@ func migrateStore(ctx context.Context, store *keystore.SQL, log *slog.Logger) er
 // openExistingStore opens the store the other subcommands act on. It creates
 // nothing and migrates nothing: an embedded store that does not exist yet,
 // or a schema behind this binary, is an error that says what to run.
-func openExistingStore(ctx context.Context, cfg config.Config) (*keystore.SQL, error) {
+func openExistingStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*keystore.SQL, error) {
 	if cfg.DatabaseURL == "" {
 		path := filepath.Join(cfg.DataDir, keystore.SQLiteFileName)
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
@@ -56,6 +56,8 @@ func openExistingStore(ctx context.Context, cfg config.Config) (*keystore.SQL, e
 	if err != nil {
 		return nil, storeFailure(err, cfg)
 	}
+	// Says which data dir entries opening had to tighten (docs/operator-guide.md, "Data dir").
+	store.SetLog(log.With(slog.String("component", "keystore")))
 	if err := store.SchemaCurrent(ctx); err != nil {
 		store.Close()
 		return nil, fail(err, "the database schema is behind this dkimd: run dkimd migrate")

@@ -101,7 +101,7 @@ func createPrivate(path string) error {
 // logger is set (SetLog).
 func (s *SQL) logModeFixes() {
 	for _, f := range s.modeFixes {
-		s.log.Warn("tightened the mode of a data dir entry that others could reach",
+		s.log.Warn("tightened the mode of a data dir entry that its group or others could reach",
 			slog.String("path", f.Path), slog.String("old_mode", fmt.Sprintf("%#o", f.Old)),
 			slog.String("new_mode", fmt.Sprintf("%#o", f.New)))
 	}
