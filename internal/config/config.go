@@ -1,7 +1,9 @@
 // Package config turns flags and their DKIMD_* environment twins into a
-// validated Config. Every subcommand reads the same flags, so `dkimd brand
-// create` acts on the store that `dkimd serve` uses. It owns no behaviour
-// beyond parsing and validation, and keeps no global state.
+// validated Config. Flags come in groups (Group): every subcommand reads the
+// store flags, so `dkimd brand create` acts on the store that `dkimd serve`
+// uses, and only serve reads the listener flags. It also prints the flags,
+// for help and for the operator guide's table. It owns no behaviour beyond
+// parsing, validation and printing, and keeps no mutable state.
 package config
 
 import (
