@@ -299,9 +299,12 @@
     $('domains-flash').textContent = flash;
     flash = '';
     const q = $('search').value.trim();
-    if (q) search(q);
-    else loadPage(state.firstPage);
-    loadPending();
+    if (q) {
+      search(q); // filters the maildomains without keys too
+    } else {
+      loadPage(state.firstPage);
+      loadPending();
+    }
   }
 
   function domainRow(entry) {
