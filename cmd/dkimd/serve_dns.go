@@ -35,7 +35,7 @@ func (a *app) startDNS(ctx context.Context, g *errgroup.Group) error {
 		RRLExempt:   a.cfg.DNSRRLExempt,
 		TCPMax:      a.cfg.DNSTCPMax,
 		RetryAccept: func(ln net.Listener) net.Listener { return ops.RetryAccept(a.registry, a.log, "dns-tcp", ln) },
-		Log:         a.log.With(slog.String("subsystem", "dns")),
+		Log:         a.log.With(slog.String("component", "dns")),
 		Registry:    a.registry,
 	}
 	if a.cfg.TSIGKeyFile != "" {

@@ -54,7 +54,7 @@ func (s *Server) sendNotify(ctx context.Context, addr string, serial uint32) {
 		if err == nil {
 			err = fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
 		}
-		s.log.Warn("NOTIFY to secondary failed", slog.String("secondary", addr), slog.Int("attempt", attempt), slog.Any("error", err))
+		s.log.Warn("NOTIFY to secondary failed", slog.String("secondary", addr), slog.Int("attempt", attempt), slog.String("err", err.Error()))
 		select {
 		case <-ctx.Done():
 			return

@@ -131,7 +131,7 @@ func (s *Server) fullLoad(ctx context.Context, serial uint32) error {
 		n, err := e.ZoneRecordEstimate(ctx)
 		if err != nil {
 			// Only the tables' doublings are at stake.
-			s.log.Warn("zone size estimate failed", slog.String("error", err.Error()))
+			s.log.Warn("zone size estimate failed", slog.String("err", err.Error()))
 		}
 		if cur := s.cur.Load(); cur != nil {
 			n = max(n, cur.records)
@@ -192,7 +192,7 @@ func (s *Server) updateLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			s.log.Warn("zone update failed; serving the previous snapshot", slog.Any("error", err), slog.Duration("retry_in", backoff))
+			s.log.Warn("zone update failed; serving the previous snapshot", slog.String("err", err.Error()), slog.Duration("retry_in", backoff))
 			retry = time.After(backoff)
 			backoff = min(backoff*2, 10*time.Second)
 			continue

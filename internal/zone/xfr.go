@@ -96,7 +96,7 @@ func (s *Server) transfer(w dns.ResponseWriter, req *dns.Msg, from netip.Addr, s
 	}
 	if err != nil {
 		s.m.xfrs.WithLabelValues("failed").Inc()
-		s.log.Warn("zone transfer failed", slog.String("remote", from.String()), slog.Any("error", err))
+		s.log.Warn("zone transfer failed", slog.String("remote", from.String()), slog.String("err", err.Error()))
 		return dns.RcodeServerFailure
 	}
 	s.m.xfrs.WithLabelValues(kind).Inc()
