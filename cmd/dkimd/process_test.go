@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"dkimd/internal/logtest"
 )
 
 // TestMain lets a test run this package's main in a child process: the
@@ -25,16 +26,17 @@ func TestMain(m *testing.M) {
 
 // dkimdProcess starts dkimd with args as a child process, with extra
 // environment variables env.
-func dkimdProcess(t *testing.T, env []string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func dkimdProcess(t *testing.T, env []string, args ...string) (*exec.Cmd, *logtest.Buffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append([]string{"DKIMD_TEST_MAIN=1", "PATH=" + os.Getenv("PATH")}, env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	// Read while the child writes: a buffer safe for both.
+	stderr := &logtest.Buffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	return cmd, &stderr
+	return cmd, stderr
 }
 
 // TestSecondServeProcessIsRefused: two dkimd processes, the first creating
