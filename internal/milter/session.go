@@ -248,8 +248,12 @@ func (m *session) endOfMessage() {
 	}
 	m.out = appendPacket(m.out, replyAccept, 0)
 	m.s.metrics.messages.WithLabelValues(outcomeSigned).Inc()
-	m.s.opts.Log.Debug("message signed", slog.String("queue_id", m.queueID), slog.String("domain", res.Domain),
-		slog.String("mode", res.Mode), slog.String("selector", strings.Join(res.Selectors(), ",")))
+	// Checked first: the attributes would cost allocations on every
+	// message while debug logging is off.
+	if m.s.opts.Log.Enabled(context.Background(), slog.LevelDebug) {
+		m.s.opts.Log.Debug("message signed", slog.String("queue_id", m.queueID), slog.String("domain", res.Domain),
+			slog.String("mode", res.Mode), slog.String("selector", strings.Join(res.Selectors(), ",")))
+	}
 }
 
 // reply sends code unless the agreed protocol spares the reply to this
