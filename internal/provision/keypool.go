@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"log/slog"
-	"sync"
 
 	"dkimd/internal/dkimkey"
 )
@@ -17,7 +16,6 @@ import (
 type Pool struct {
 	keys   chan crypto.Signer
 	log    *slog.Logger
-	once   sync.Once
 	gen    func() (crypto.Signer, error)
 	onMiss func()
 }

@@ -80,8 +80,7 @@ func TestSimulatedYears(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(4, 2))
 	customers := map[string]customer{}
-	var e *env
-	e = newEnv(t, "", rotation.Config{
+	e := newEnv(t, "", rotation.Config{
 		SettledCheckInterval: settled,
 		// Ticks are days apart, so the frequent retries are too.
 		FrequentRetries: retries,
