@@ -86,7 +86,7 @@ func (a consoleAPI) Fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &ce):
 		err = &problem{status: ce.Status, code: ce.Code, title: ce.Title}
 	}
-	if p, ok := err.(*problem); ok && p.status == http.StatusUnauthorized {
+	if p := toProblem(err); p.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", consoleChallenge)
 	}
 	a.s.fail(w, r, err)
