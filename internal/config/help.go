@@ -49,9 +49,6 @@ func Meaning(f *flag.Flag) string {
 	return strings.TrimSuffix(f.Usage, " (env "+envName(f.Name)+")")
 }
 
-// EnvName is the environment twin of a flag: --api-addr -> DKIMD_API_ADDR.
-func EnvName(flagName string) string { return envName(flagName) }
-
 // PrintFlags writes every flag of fs, sorted by name, with its meaning,
 // default and environment twin.
 func PrintFlags(w io.Writer, fs *flag.FlagSet) {
