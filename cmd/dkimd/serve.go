@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -119,6 +120,19 @@ func serve(ctx context.Context, inv *invocation) error {
 	if cfg.KeyPoolSize > 0 {
 		a.svc.Keys = a.startKeyPool(gctx, g)
 	}
+	// The ops listener starts first, so that /readyz answers during a long
+	// zone load; until every listener is up it must say not ready, and name
+	// the zone from the start rather than from when DNS registers its check.
+	var started atomic.Bool
+	a.ready.Register("startup", func(context.Context) error {
+		if !started.Load() {
+			return errors.New("listeners still starting")
+		}
+		return nil
+	})
+	if cfg.DNSAddr != "" {
+		a.ready.Register("zone", func(context.Context) error { return errors.New("zone not loaded") })
+	}
 	for _, start := range []func(context.Context, *errgroup.Group) error{
 		a.startOps, a.startDNS, a.startAPI, a.startSign, a.startMilter, a.startRotation,
 	} {
@@ -126,6 +140,7 @@ func serve(ctx context.Context, inv *invocation) error {
 			return err
 		}
 	}
+	started.Store(true)
 	log.Info("dkimd serving", slog.String("version", version), slog.String("dialect", store.Dialect()),
 		slog.String("zone", cfg.Zone), slog.String("api_addr", cfg.APIAddr), slog.String("dns_addr", cfg.DNSAddr))
 	err = waitBounded(gctx, g, shutdownDeadline)
