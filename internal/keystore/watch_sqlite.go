@@ -51,6 +51,9 @@ func (s *SQL) pollLoop(ctx context.Context, done chan struct{}) {
 			if serial, err = s.Serial(ctx); err != nil {
 				s.log.Debug("zone change poll: serial", slog.String("err", err.Error()))
 			}
+			// As the Postgres listener does after it connects: a commit
+			// between Watch and this first look would otherwise be missed.
+			s.watch.notify()
 			continue
 		}
 		var v int64
