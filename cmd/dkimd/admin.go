@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -199,8 +198,8 @@ func maildomainAdd(ctx context.Context, inv *invocation) error {
 
 // maildomainRemove refuses while the brand holds DKIM keys for the domain:
 // they would stay published and every message from the domain would be
-// refused for signing (SPEC.md "Admin API and CLI"). With --force it first
-// deletes them through the same path as the brand API's DELETE.
+// refused for signing (docs/operator-guide.md, the CLI). With --force the
+// same transaction first deletes them as the brand API's DELETE does.
 func maildomainRemove(ctx context.Context, inv *invocation) error {
 	svc, store, err := service(ctx, inv, false)
 	if err != nil {
@@ -216,36 +215,15 @@ func maildomainRemove(ctx context.Context, inv *invocation) error {
 	} else if !ok {
 		return fail(nil, "%s is not a maildomain of brand %s", domain, brand)
 	}
-	d, err := store.Domain(ctx, domain)
+	err = svc.RemoveMaildomain(ctx, brand, domain, inv.force, cliActor)
+	var hasKeys *provision.HasKeysError
 	switch {
+	case errors.As(err, &hasKeys):
+		return fail(nil, "maildomain %s of brand %s holds DKIM keys (%s): delete them first (DELETE /cloudapi/v2/mail/dkim/%s/%s) or use --force",
+			domain, brand, strings.Join(hasKeys.Selectors, ", "), brand, domain)
 	case errors.Is(err, keystore.ErrNotFound):
-	case err != nil:
-		return err
-	case d.Brand == brand:
-		keys, err := store.Keys(ctx, keystore.OwnerDomain, domain)
-		if err != nil {
-			return err
-		}
-		var selectors []string
-		for _, k := range keys {
-			selectors = append(selectors, k.Selector)
-		}
-		if !inv.force {
-			return fail(nil, "maildomain %s of brand %s holds DKIM keys (%s): delete them first (DELETE /cloudapi/v2/mail/dkim/%s/%s) or use --force",
-				domain, brand, strings.Join(selectors, ", "), brand, domain)
-		}
-		if err := svc.DeleteDomain(ctx, brand, domain, cliActor); err != nil {
-			return err
-		}
-		inv.log.Debug("deleted the DKIM keys of the domain", slog.String("brand", brand), slog.String("domain", domain),
-			slog.String("selectors", strings.Join(selectors, ",")))
-		fmt.Fprintf(inv.stderr, "deleted the DKIM keys of %s (%s)\n", domain, strings.Join(selectors, ", "))
-	}
-	err = svc.RemoveMaildomain(ctx, brand, domain, cliActor)
-	if errors.Is(err, keystore.ErrNotFound) {
 		return fail(err, "%s is not a maildomain of brand %s", domain, brand)
-	}
-	if err != nil {
+	case err != nil:
 		return err
 	}
 	fmt.Fprintf(inv.stderr, "maildomain %s removed for brand %s\n", domain, brand)

@@ -199,7 +199,11 @@ func (s *Server) adminRemoveMaildomain(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.svc.RemoveMaildomain(r.Context(), pathParam(r, "brand"), domain, s.actor(r)); err != nil {
+	// ?force=true deletes the domain's keys first, as DELETE of the brand
+	// API does; without it a domain with keys is refused (409), as the
+	// CLI refuses it.
+	force := r.URL.Query().Get("force") == "true"
+	if err := s.svc.RemoveMaildomain(r.Context(), pathParam(r, "brand"), domain, force, s.actor(r)); err != nil {
 		s.fail(w, r, notFoundAs(err, errMaildomainMissing))
 		return
 	}

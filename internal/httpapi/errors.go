@@ -55,6 +55,7 @@ func badRequest(code, title string) *problem {
 func toProblem(err error) *problem {
 	var p *problem
 	var invalid *domainname.Invalid
+	var hasKeys *provision.HasKeysError
 	switch {
 	case errors.As(err, &p):
 		return p
@@ -66,6 +67,9 @@ func toProblem(err error) *problem {
 		return &problem{status: http.StatusNotFound, code: "MAILDOMAIN_NOT_PROVISIONED", title: "domain is not a maildomain of this brand"}
 	case errors.Is(err, provision.ErrHeldByOther):
 		return &problem{status: http.StatusConflict, code: "DOMAIN_HELD_BY_OTHER_BRAND", title: "domain is held by another brand"}
+	case errors.As(err, &hasKeys):
+		return &problem{status: http.StatusConflict, code: "MAILDOMAIN_HAS_KEYS",
+			title: hasKeys.Error() + "; delete them first, or remove with ?force=true"}
 	case errors.Is(err, provision.ErrLabelClash):
 		// The message names both domains and the label, which is the point.
 		return &problem{status: http.StatusConflict, code: "LABEL_CLASH", title: err.Error()}

@@ -2,7 +2,10 @@ package provision
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"dkimd/internal/dkimkey"
 	"dkimd/internal/domainname"
@@ -121,9 +124,28 @@ func (s *Service) AddMaildomain(ctx context.Context, brand, domain string, actor
 
 // RemoveMaildomain unregisters a maildomain. DKIM keys the brand holds for it
 // stay until the brand deletes them, as the guide has brands do.
-func (s *Service) RemoveMaildomain(ctx context.Context, brand, domain string, actor Actor) error {
+func (s *Service) RemoveMaildomain(ctx context.Context, brand, domain string, force bool, actor Actor) error {
 	now := s.Now()
 	err := s.Store.Update(ctx, func(tx keystore.Tx) error {
+		// Checked in the transaction that removes it, so that a PUT
+		// cannot slip keys in between the check and the removal.
+		d, err := tx.Domain(ctx, domain)
+		switch {
+		case errors.Is(err, keystore.ErrNotFound):
+		case err != nil:
+			return err
+		case d.Brand == brand:
+			keys, err := tx.Keys(ctx, keystore.OwnerDomain, domain)
+			if err != nil {
+				return err
+			}
+			if !force {
+				return &HasKeysError{Domain: domain, Selectors: selectorsOf(keys)}
+			}
+			if err := deleteDomainTx(ctx, tx, now, brand, d.Name, keys, actor); err != nil {
+				return err
+			}
+		}
 		if err := tx.RemoveMaildomain(ctx, brand, domain); err != nil {
 			return err
 		}
@@ -133,4 +155,29 @@ func (s *Service) RemoveMaildomain(ctx context.Context, brand, domain string, ac
 		return fmt.Errorf("provision: remove maildomain %s from %s: %w", domain, brand, err)
 	}
 	return nil
+}
+
+// ErrHasKeys is the removal of a maildomain whose DKIM keys still exist.
+var ErrHasKeys = errors.New("maildomain holds DKIM keys")
+
+// HasKeysError names the selectors of a maildomain that was not removed
+// because it holds keys; it matches ErrHasKeys.
+type HasKeysError struct {
+	Domain    string
+	Selectors []string
+}
+
+func (e *HasKeysError) Error() string {
+	return fmt.Sprintf("maildomain %s holds DKIM keys (%s)", e.Domain, strings.Join(e.Selectors, ", "))
+}
+
+func (e *HasKeysError) Is(target error) bool { return target == ErrHasKeys }
+
+func selectorsOf(keys []keystore.Key) []string {
+	sels := make([]string, len(keys))
+	for i, k := range keys {
+		sels[i] = k.Selector
+	}
+	slices.SortFunc(sels, func(a, b string) int { return domainname.SelectorRank(a) - domainname.SelectorRank(b) })
+	return sels
 }

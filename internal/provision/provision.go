@@ -256,17 +256,24 @@ func (s *Service) DeleteDomain(ctx context.Context, brand, domain string, actor 
 		if err != nil {
 			return err
 		}
-		if err := tx.DeleteDomain(ctx, domain); err != nil {
+		return deleteDomainTx(ctx, tx, now, brand, domain, keys, actor)
+	})
+}
+
+// deleteDomainTx deletes a domain and its keys (destroying the private
+// halves, and taking the TXT records out of the zone) with their audit
+// records: DELETE, and maildomain removal with force.
+func deleteDomainTx(ctx context.Context, tx keystore.Tx, now time.Time, brand, domain string, keys []keystore.Key, actor Actor) error {
+	if err := tx.DeleteDomain(ctx, domain); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := tx.AppendAudit(ctx, auditKey(now, actor, "key.destroy", brand, k)); err != nil {
 			return err
 		}
-		for _, k := range keys {
-			if err := tx.AppendAudit(ctx, auditKey(now, actor, "key.destroy", brand, k)); err != nil {
-				return err
-			}
-		}
-		return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "domain.delete",
-			Brand: brand, Domain: domain, RequestID: actor.RequestID})
-	})
+	}
+	return tx.AppendAudit(ctx, keystore.AuditRecord{At: now, Actor: actor.Name, Action: "domain.delete",
+		Brand: brand, Domain: domain, RequestID: actor.RequestID})
 }
 
 func auditKey(now time.Time, actor Actor, action, brand string, k keystore.Key) keystore.AuditRecord {
