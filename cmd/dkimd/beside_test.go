@@ -12,7 +12,7 @@ import (
 // TestCLIChangesReachARunningServesDNS: on the embedded store, a brand the
 // CLI creates beside a running serve is in serve's DNS within a second or
 // so, not after the reconcile interval (an hour here), and so is its
-// deletion (SPEC.md "Admin API and CLI").
+// deletion (docs/operator-guide.md, "Brands and maildomains").
 func TestCLIChangesReachARunningServesDNS(t *testing.T) {
 	c := cliEnv{t: t, dataDir: t.TempDir()}
 	prepareDataDir(t, c.dataDir)

@@ -57,7 +57,7 @@ func checkHuman(t *testing.T, stderr string) {
 }
 
 // TestHelpTouchesNothing: every form of help exits 0, writes to stdout, and
-// creates neither the data dir nor a KEK (SPEC.md "Admin API and CLI").
+// creates neither the data dir nor a KEK (docs/operator-guide.md, "Brands and maildomains").
 func TestHelpTouchesNothing(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	env := map[string]string{"DKIMD_DATA_DIR": dataDir}
@@ -144,7 +144,7 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
-// TestErrorsAreOneHumanLine: SPEC.md's examples, and no SQL or driver text
+// TestErrorsAreOneHumanLine: the operator guide's examples, and no SQL or driver text
 // unless --log-level debug asks for the detail.
 func TestErrorsAreOneHumanLine(t *testing.T) {
 	dataDir := t.TempDir()

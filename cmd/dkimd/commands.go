@@ -41,7 +41,7 @@ type invocation struct {
 	log            *slog.Logger
 }
 
-// commands is SPEC.md's "Command line": scripts rely on the names.
+// commands is the command line of docs/operator-guide.md, "Configure": scripts rely on the names.
 var commands = []command{
 	{name: "serve", about: "run all listeners", flags: config.AllFlags, do: serve, rawErrors: true},
 	{name: "migrate", about: "apply database migrations and exit", flags: config.StoreFlags, do: migrate},
@@ -71,7 +71,7 @@ func (c *command) synopsis() string {
 //
 // With accepting, serve's other flags are declared too, bound to nothing,
 // neither read from the environment nor validated: one command line of flags
-// still serves every subcommand (SPEC.md "Command line"), while a command
+// still serves every subcommand (docs/operator-guide.md, "Configure"), while a command
 // reads, checks and lists only its own.
 func (c *command) flagSet(getenv func(string) string, inv *invocation, accepting bool) (*flag.FlagSet, func() error) {
 	fs := flag.NewFlagSet("dkimd "+c.name, flag.ContinueOnError)

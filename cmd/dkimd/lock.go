@@ -16,7 +16,7 @@ const lockFileName = "serve.lock"
 
 // serveLock is the one-serve-per-data-dir lock of the embedded store: two
 // serves on one SQLite file would both run rotation as its only leader
-// (SPEC.md "Admin API and CLI"). The kernel drops the lock when the process
+// (docs/operator-guide.md, "Brands and maildomains"). The kernel drops the lock when the process
 // ends, however it ends, so a crash leaves nothing to clean up; the PID in
 // the file only names the holder in the error. Subcommands do not take it:
 // they work beside a running serve.

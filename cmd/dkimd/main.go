@@ -1,6 +1,6 @@
 // Command dkimd is the DKIM key service: `dkimd serve` runs every listener;
-// the other subcommands act directly on the configured store (SPEC.md
-// "Command line", a fixed contract).
+// the other subcommands act directly on the configured store (the
+// command line of docs/operator-guide.md, a fixed contract).
 package main
 
 import (

@@ -52,7 +52,7 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // fail is checked before anything is written: the embedded store's lock,
 // the listen addresses, the TLS pair and the TSIG key, then the store and
 // the KEK; only then is the schema migrated, and only then may a KEK or an
-// operator token be generated (SPEC.md "Admin API and CLI").
+// operator token be generated (docs/operator-guide.md, "Brands and maildomains").
 func serve(ctx context.Context, inv *invocation) error {
 	cfg, log := inv.cfg, inv.log
 	embedded := cfg.DatabaseURL == ""

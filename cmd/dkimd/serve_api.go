@@ -102,7 +102,7 @@ func (a *app) startAPI(ctx context.Context, g *errgroup.Group) error {
 					return nil
 				case <-hup:
 					if err := certs.reload(); err != nil {
-						a.log.Error("TLS certificate not reloaded; keeping the old one", slog.String("error", err.Error()))
+						a.log.Error("TLS certificate not reloaded; keeping the old one", slog.String("err", err.Error()))
 						continue
 					}
 					a.log.Info("TLS certificate reloaded", slog.String("cert_file", a.cfg.TLSCertFile))

@@ -25,7 +25,7 @@ func (a *app) startMilter(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return err
 	}
-	m, err := milter.New(milter.Options{Signer: s, Log: a.log.With(slog.String("listener", "milter")), Registerer: a.registry,
+	m, err := milter.New(milter.Options{Signer: s, Log: a.log.With(slog.String("component", "milter")), Registerer: a.registry,
 		IdleTimeout: a.cfg.MilterTimeout, MaxConns: a.cfg.MilterMaxConns, OnError: a.cfg.MilterOnError})
 	if err != nil {
 		return err
@@ -46,7 +46,7 @@ func (a *app) startMilter(ctx context.Context, g *errgroup.Group) error {
 	g.Go(func() error {
 		<-ctx.Done()
 		if err := m.Close(); err != nil {
-			a.log.Warn("milter listener did not close cleanly", slog.String("error", err.Error()))
+			a.log.Warn("milter listener did not close cleanly", slog.String("err", err.Error()))
 		}
 		return nil
 	})

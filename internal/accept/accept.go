@@ -5,7 +5,7 @@
 // sound: net/http's Server.Serve sleeps 5 ms, doubling to 1 s, and tries
 // again. Every listener of dkimd gets that behaviour from Listener, so that
 // no listener's bad moment ends serve and with it every other listener
-// (SPEC "Network edges", docs/reliability.md).
+// (docs/reliability.md, "Hostile input").
 //
 // It owns only the retrying; what a connection is for is its server's.
 package accept

@@ -247,7 +247,7 @@ func TestValidDefaults(t *testing.T) {
 		{"retire-grace", c.RetireGrace.String(), (7 * 24 * time.Hour).String()},
 	} {
 		if tc.got != tc.want {
-			t.Errorf("default %s = %q, want %q (SPEC.md, Command line)", tc.name, tc.got, tc.want)
+			t.Errorf("default %s = %q, want %q (docs/operator-guide.md, Configure)", tc.name, tc.got, tc.want)
 		}
 	}
 	// Empty disables the optional listeners.

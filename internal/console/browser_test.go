@@ -21,7 +21,7 @@ const bulkCount = 200
 
 // TestConsoleInBrowser drives the console in headless Chromium as a brand's
 // staff would: every control is found by its role and accessible name (the
-// names SPEC's outside tests rely on), every click is a mouse click, and
+// names of docs/brand-guide.md's console section, which outside tests rely on), every click is a mouse click, and
 // every change goes through the brand API to the real store.
 func TestConsoleInBrowser(t *testing.T) {
 	st := newStack(t, stackOptions{})

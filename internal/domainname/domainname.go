@@ -1,6 +1,6 @@
 // Package domainname validates and normalises the maildomains brands send,
 // and derives the DNS label under which their keys are published. It owns the
-// naming rules of SPEC.md "Names" and nothing else.
+// naming rules of docs/api.md, "Names" and nothing else.
 package domainname
 
 import (
@@ -20,7 +20,7 @@ type Invalid struct{ Reason string }
 func (e *Invalid) Error() string { return e.Reason }
 
 // ErrLabelTooLong means the published owner name's first label would exceed
-// 63 octets (SPEC.md: 422).
+// 63 octets (docs/api.md, "Names": 422).
 var ErrLabelTooLong = errors.New("domain label too long")
 
 // profile maps IDNs to A-labels with the lookup rules browsers and resolvers

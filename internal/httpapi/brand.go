@@ -21,7 +21,7 @@ import (
 	"dkimd/internal/rotation"
 )
 
-// Page sizes of the domain list (SPEC.md "REST API").
+// Page sizes of the domain list (docs/api.md).
 const (
 	defaultLimit = 100
 	maxLimit     = 1000

@@ -224,7 +224,7 @@ func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 }
 
 // getAndHead routes GET and HEAD of pattern to h: HEAD is answered wherever
-// GET is (SPEC.md "REST API"), with the same status and header fields
+// GET is (docs/api.md), with the same status and header fields
 // (Content-Length included, RFC 9110 §9.3.2); noHeadBody drops the body.
 func getAndHead(r chi.Router, pattern string, h http.HandlerFunc) {
 	r.Get(pattern, h)

@@ -66,7 +66,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 				// say so; each 503 is expected until it returns.
 				level = slog.LevelWarn
 			}
-			attrs = append(attrs, slog.String("error", info.err.Error()))
+			attrs = append(attrs, slog.String("err", info.err.Error()))
 		}
 		s.log.LogAttrs(r.Context(), level, "api request", attrs...)
 		if s.metrics != nil {

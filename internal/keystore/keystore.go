@@ -21,7 +21,7 @@ var (
 	ErrUnavailable = errors.New("keystore: database unavailable")
 )
 
-// Domain status values (SPEC.md "REST API").
+// Domain status values (docs/api.md).
 const (
 	StatusPendingDNS = "pending-dns"
 	StatusActive     = "active"
@@ -31,7 +31,7 @@ const (
 // KeyState is the life-cycle state of the key in one selector slot.
 type KeyState string
 
-// Key states (SPEC.md "Rotation").
+// Key states (docs/rotation.md).
 const (
 	StateNext     KeyState = "next"     // published, not signing
 	StateActive   KeyState = "active"   // signing

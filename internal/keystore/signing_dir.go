@@ -8,8 +8,8 @@ import (
 // EachMaildomain calls fn with every (maildomain, brand) pair, in no
 // particular order (no sort on the database), streaming the rows rather than
 // collecting them: the
-// signer builds its outage directory from it (SPEC.md "Storage and
-// security": signing keeps serving from memory while the database is away),
+// signer builds its outage directory from it (docs/reliability.md,
+// "Faults": signing keeps serving from memory while the database is away),
 // and there may be a million maildomains. An error from fn stops the scan and
 // is returned as it is.
 func (r reader) EachMaildomain(ctx context.Context, fn func(domain, brand string) error) error {

@@ -8,8 +8,8 @@ import (
 )
 
 // sqlitePollEvery is how often an embedded store looks for commits made by
-// another process on the same file: the CLI beside a running serve (SPEC.md
-// "Admin API and CLI": their changes reach DNS as any write does). The
+// another process on the same file: the CLI beside a running serve (docs/operator-guide.md,
+// "Brands and maildomains": their changes reach DNS as any write does). The
 // check is one PRAGMA on a connection of its own.
 const sqlitePollEvery = 250 * time.Millisecond
 

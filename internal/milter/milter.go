@@ -3,7 +3,7 @@
 // outgoing message, the milter signs it with package signer and inserts
 // the DKIM-Signature field(s) at the top of the header (SMFIR_INSHEADER at
 // index 0). A message that cannot be signed passes unsigned, or is
-// tempfailed when Options.OnError says so (SPEC "Milter").
+// tempfailed when Options.OnError says so (docs/operator-guide.md).
 //
 // The port is open to whatever connects, so every packet is checked before
 // use (parsePacket, packetLength): a length of zero or over 1 MiB, a

@@ -225,5 +225,5 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 type slogErrorLog struct{ log *slog.Logger }
 
 func (l slogErrorLog) Println(v ...any) {
-	l.log.Error("metrics scrape", slog.String("error", fmt.Sprint(v...)))
+	l.log.Error("metrics scrape", slog.String("err", fmt.Sprint(v...)))
 }

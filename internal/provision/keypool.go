@@ -36,7 +36,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	for {
 		k, err := p.gen()
 		if err != nil {
-			p.log.Error("key pool: generate", slog.Any("error", err))
+			p.log.Error("key pool: generate", slog.Any("err", err))
 			return err
 		}
 		select {

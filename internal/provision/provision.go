@@ -231,7 +231,7 @@ func (s *Service) existing(ctx context.Context, brand, domain, label string) (ke
 		return keystore.Domain{}, nil, false, fmt.Errorf("%w: %s maps to the label %s that %s already uses", ErrLabelClash, domain, label, d.Name)
 	case d.Name != domain:
 		// Another brand's domain: which one is none of this brand's
-		// business (SPEC.md "REST API"), only that the label is taken.
+		// business (docs/api.md), only that the label is taken.
 		return keystore.Domain{}, nil, false, fmt.Errorf("%w: %s maps to the label %s, which is taken", ErrLabelClash, domain, label)
 	case d.Brand != brand:
 		return d, nil, false, fmt.Errorf("%w: %s", ErrHeldByOther, domain)

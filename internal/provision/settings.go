@@ -17,7 +17,7 @@ type PutOptions struct {
 	Ed25519 *bool // nil: not given (none for a new domain, unchanged otherwise)
 }
 
-// PutDomain is the brand API's PUT (SPEC.md "REST API"): it creates the
+// PutDomain is the brand API's PUT (docs/api.md): it creates the
 // domain's keys, or on a domain the brand already holds applies the
 // settings that differ from the stored ones. A repeat with no settings, or
 // the same ones, changes nothing at all, so that provisioning scripts can

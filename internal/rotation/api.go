@@ -8,7 +8,7 @@ import (
 // ErrRotationPending means a normal rotation is already scheduled (API 409).
 var ErrRotationPending = errors.New("rotation: a rotation is already pending")
 
-// Verdicts of a customer's CNAME for one selector (SPEC.md `GET …/dns`).
+// Verdicts of a customer's CNAME for one selector (docs/api.md, `GET …/dns`).
 const (
 	VerdictOK          = "ok"
 	VerdictMissing     = "missing"

@@ -199,7 +199,7 @@ func (s *Service) emergency(ctx context.Context, brand, domain string, actor pro
 // CheckDNS checks every selector of a brand's domain in public DNS, for the
 // API; a resolver failure shows in the selector's Error. The check is live,
 // and what the loop would conclude from it is written at once, audited as
-// the loop's own changes are (SPEC.md "REST API": a brand that has just
+// the loop's own changes are (docs/api.md: a brand that has just
 // added its CNAMEs sees active right after): the status, when the active
 // selector's verdict gives another, and the activation of an added Ed25519
 // pair whose CNAME now checks out.

@@ -168,7 +168,7 @@ func (s *Service) Step(ctx context.Context) error {
 		}
 		if err := s.stepBrand(ctx, b, now); err != nil && ctx.Err() == nil {
 			s.m.failures.WithLabelValues(failureReason(err)).Inc()
-			s.log.Error("rotation of brand fallback keys failed", slog.String("brand", b.Name), slog.Any("error", err))
+			s.log.Error("rotation of brand fallback keys failed", slog.String("brand", b.Name), slog.Any("err", err))
 		}
 	}
 	due, err := s.store.DueDomains(ctx, now, s.cfg.BatchSize)
@@ -185,7 +185,7 @@ func (s *Service) Step(ctx context.Context) error {
 			for d := range work {
 				if err := s.stepDomain(ctx, d, now, intervals[d.Brand]); err != nil && ctx.Err() == nil {
 					s.m.failures.WithLabelValues(failureReason(err)).Inc()
-					s.log.Error("rotation step failed", slog.String("domain", d.Name), slog.Any("error", err))
+					s.log.Error("rotation step failed", slog.String("domain", d.Name), slog.Any("err", err))
 				}
 			}
 		}()
@@ -203,7 +203,7 @@ func (s *Service) Step(ctx context.Context) error {
 	s.mu.Unlock()
 	if gaugesDue {
 		if err := s.updateGauges(ctx, now); err != nil {
-			s.log.Warn("rotation gauges not updated", slog.Any("error", err))
+			s.log.Warn("rotation gauges not updated", slog.Any("err", err))
 		}
 	}
 	s.pruneJournal(ctx, now)
@@ -374,7 +374,7 @@ func (s *Service) pruneJournal(ctx context.Context, now time.Time) {
 	}
 	n, err := s.store.PruneZoneJournal(ctx, keystore.ZoneJournalKeep)
 	if err != nil {
-		s.log.Warn("zone change journal not pruned", slog.Any("error", err))
+		s.log.Warn("zone change journal not pruned", slog.Any("err", err))
 		return
 	}
 	if n > 0 {

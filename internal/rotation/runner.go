@@ -38,7 +38,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	for {
 		held, err := r.Leader.Acquire(ctx)
 		if err != nil && ctx.Err() == nil {
-			log.Warn("rotation leader election failed", slog.Any("error", err))
+			log.Warn("rotation leader election failed", slog.Any("err", err))
 		}
 		if held != leading {
 			leading = held
@@ -47,7 +47,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		if held {
 			if err := r.Service.Step(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				log.Error("rotation step failed", slog.Any("error", err))
+				log.Error("rotation step failed", slog.Any("err", err))
 			}
 		}
 		select {

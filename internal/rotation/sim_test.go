@@ -67,7 +67,7 @@ func newCustomer(i int, rng *rand.Rand) customer {
 
 // TestSimulatedYears drives two years of rotation for a few hundred domains
 // against a fake public DNS, stepping a fake clock, and checks the
-// invariants of SPEC.md "Rotation" after every step.
+// invariants of docs/rotation.md after every step.
 func TestSimulatedYears(t *testing.T) {
 	const years = 2
 	// Without -race: 200 domains, a tick of a day, settled domains checked
@@ -261,7 +261,7 @@ func auditAll(t *testing.T, e *env, f keystore.AuditFilter) []keystore.AuditReco
 	}
 }
 
-// checkInvariants reads every domain and key and checks SPEC.md's rules.
+// checkInvariants reads every domain and key and checks docs/rotation.md's rules.
 func checkInvariants(t *testing.T, e *env, now time.Time, settled time.Duration, customers map[string]customer, emergencies map[string][]time.Time) {
 	t.Helper()
 	ctx := context.Background()

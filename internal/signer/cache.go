@@ -107,7 +107,7 @@ func (c *cache) plan(ctx context.Context, from string) (*plan, error) {
 	if err != nil {
 		if p != nil {
 			// The store is away: keep signing with what was true a moment
-			// ago rather than stop the mail (SPEC.md "Storage").
+			// ago rather than stop the mail (docs/reliability.md, "Faults").
 			c.s.metrics.stale.Inc()
 			c.s.opts.Log.Warn("signing with cached keys, the store failed", slog.String("domain", domain), slog.Any("err", err))
 			return p, nil

@@ -14,7 +14,7 @@ import (
 
 // directory is what the signer knows of every maildomain, so that a From
 // domain it has not resolved yet can still be signed while the store is away
-// (SPEC.md "Storage and security": signing keeps serving from memory): with
+// (docs/reliability.md, "Faults": signing keeps serving from memory): with
 // its brand's fallback key, valid but not aligned. It is immutable once
 // built; a reload builds a new one.
 type directory struct {

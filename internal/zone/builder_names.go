@@ -166,7 +166,7 @@ func parent(name string) string {
 	return rest
 }
 
-// selectors are every selector a key may have (SPEC.md "Names"): the names
+// selectors are every selector a key may have (docs/api.md, "Names"): the names
 // an owner can hold follow from them, so the builder needs no index of
 // which names each owner has (a million owners' worth of heap pointers).
 var selectors = []string{"selector1", "selector2", "selector1-ed25519", "selector2-ed25519"}

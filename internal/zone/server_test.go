@@ -475,7 +475,7 @@ func TestLiveUpdate(t *testing.T) {
 }
 
 // waitTXT polls until name answers want ("" for NXDOMAIN), failing 1 s after
-// start, the commit of the change (SPEC.md: every replica answers a change
+// start, the commit of the change (docs/operator-guide.md: every replica answers a change
 // within 1 second).
 func waitTXT(t *testing.T, addr, name, want string, start time.Time) {
 	t.Helper()
