@@ -47,7 +47,7 @@ func startMilterLog(t testing.TB, f *signertest.Fixture, reg *prometheus.Registr
 // caller's, and done gives what Serve returned.
 func serveMilter(t testing.TB, f *signertest.Fixture, reg *prometheus.Registry, log *slog.Logger) (*milter.Server, net.Listener, <-chan error) {
 	t.Helper()
-	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Registerer: reg, Listener: "milter"})
+	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ func testServer(t testing.TB, f *signertest.Fixture, opts Options) *Server {
 		opts.Registerer = prometheus.NewRegistry()
 	}
 	s, err := signer.New(signer.Options{Store: f.Store, Box: f.Svc.Box, Zone: signertest.Zone,
-		Registerer: opts.Registerer, Listener: "milter"})
+		Registerer: opts.Registerer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,11 +60,6 @@ type Options struct {
 	// SignExpiry, when positive, gives every signature an x= that much
 	// after its t= (--sign-expiry); zero writes no x=.
 	SignExpiry time.Duration
-	// Listener is ignored: one Signer serves every transport of a process,
-	// and each transport counts its own requests.
-	//
-	// Deprecated: kept only until internal/milter's tests stop setting it.
-	Listener string
 	// MaxAge is how long a cached key choice is used without a change
 	// notice (Invalidate); it bounds how late a replica that shares a
 	// Postgres with the one that rotated notices. Default 30s.
