@@ -122,8 +122,10 @@ func (s *Service) AddMaildomain(ctx context.Context, brand, domain string, actor
 	return nil
 }
 
-// RemoveMaildomain unregisters a maildomain. DKIM keys the brand holds for it
-// stay until the brand deletes them, as the guide has brands do.
+// RemoveMaildomain unregisters a maildomain. While the brand holds DKIM keys
+// for it, it is refused with a *HasKeysError (the keys would stay published
+// and the domain's mail unsignable); with force it first deletes them as
+// DeleteDomain does, in the same transaction.
 func (s *Service) RemoveMaildomain(ctx context.Context, brand, domain string, force bool, actor Actor) error {
 	now := s.Now()
 	err := s.Store.Update(ctx, func(tx keystore.Tx) error {
