@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"dkimd/internal/domainname"
+
 	"github.com/miekg/dns"
 )
 
@@ -199,7 +201,7 @@ func (l *load) http(ctx context.Context, op, method, path string, body []byte) i
 
 func (l *load) query(i int) {
 	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn("selector1-"+strings.ReplaceAll(l.domain(i), ".", "-")+"._domainkey."+l.o.zone), dns.TypeTXT)
+	m.SetQuestion(dns.Fqdn(domainname.TXTOwner(domainname.Selector1, l.domain(i), l.o.zone)), dns.TypeTXT)
 	m.SetEdns0(1232, false)
 	t := time.Now()
 	r, _, err := l.dnsc.Exchange(m, l.o.dnsAddr)
@@ -353,7 +355,7 @@ func (l *load) getEntry(ctx context.Context, name string) (int, string) {
 
 func (l *load) lookup(name string) (int, string) {
 	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn("selector1-"+strings.ReplaceAll(name, ".", "-")+"._domainkey."+l.o.zone), dns.TypeTXT)
+	m.SetQuestion(dns.Fqdn(domainname.TXTOwner(domainname.Selector1, name, l.o.zone)), dns.TypeTXT)
 	m.SetEdns0(4096, false)
 	r, _, err := l.dnsc.Exchange(m, l.o.dnsAddr)
 	if err != nil {

@@ -6,11 +6,12 @@ package zone
 
 import (
 	"bytes"
-	"dkimd/internal/domainname"
-	"dkimd/internal/keystore"
 	"fmt"
 	"sort"
 	"strings"
+
+	"dkimd/internal/domainname"
+	"dkimd/internal/keystore"
 
 	"github.com/miekg/dns"
 )
@@ -166,21 +167,18 @@ func parent(name string) string {
 	return rest
 }
 
-// selectors are every selector a key may have (docs/api.md, "Names"): the names
-// an owner can hold follow from them, so the builder needs no index of
-// which names each owner has (a million owners' worth of heap pointers).
-var selectors = []string{"selector1", "selector2", "selector1-ed25519", "selector2-ed25519"}
-
-// ownerNames are the names (fqdn) where owner's records can be.
+// ownerNames are the names (fqdn) where owner's records can be: they follow
+// from the selectors a key may have, so the builder needs no index of which
+// names each owner has (a million owners' worth of heap pointers).
 func ownerNames(owner keystore.ZoneChange, zone string) []string {
 	z := fqdn(zone)
-	names := make([]string, 0, len(selectors))
-	for _, sel := range selectors {
+	names := make([]string, 0, len(domainname.AllSelectors))
+	for _, sel := range domainname.AllSelectors {
 		switch owner.Kind {
 		case keystore.OwnerDomain:
-			names = append(names, sel+"-"+domainname.Label(owner.Owner)+"._domainkey."+z)
+			names = append(names, domainname.TXTOwner(sel, owner.Owner, z))
 		case keystore.OwnerBrand:
-			names = append(names, sel+"._domainkey."+owner.Owner+"."+z)
+			names = append(names, domainname.BrandTXTOwner(sel, owner.Owner, z))
 		}
 	}
 	return names

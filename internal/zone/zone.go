@@ -46,6 +46,7 @@ import (
 	"github.com/miekg/dns"
 
 	"dkimd/internal/dkimkey"
+	"dkimd/internal/domainname"
 	"dkimd/internal/keystore"
 )
 
@@ -233,9 +234,9 @@ func recordName(r keystore.ZoneRecord, zone string) (string, bool) {
 		if r.Label == "" {
 			return "", false
 		}
-		return r.Selector + "-" + r.Label + "._domainkey." + zone, true
+		return domainname.LabelTXTOwner(r.Selector, r.Label, zone), true
 	case keystore.OwnerBrand:
-		return r.Selector + "._domainkey." + r.Owner + "." + zone, true
+		return domainname.BrandTXTOwner(r.Selector, r.Owner, zone), true
 	}
 	return "", false
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"dkimd/internal/domainname"
 	"dkimd/internal/keystore"
 	"dkimd/internal/provision"
 )
@@ -327,8 +328,8 @@ func checkModel(t *testing.T, s *Snapshot, want map[string]string) {
 // The selectors the builder derives names from are the ones provisioning
 // creates.
 func TestSelectorsMatchProvisioning(t *testing.T) {
-	if !slices.Equal(selectors, []string{provision.Selector1, provision.Selector2, provision.Selector1Ed25519, provision.Selector2Ed25519}) {
-		t.Fatalf("zone selectors %v differ from provisioning's", selectors)
+	if !slices.Equal(domainname.AllSelectors, []string{provision.Selector1, provision.Selector2, provision.Selector1Ed25519, provision.Selector2Ed25519}) {
+		t.Fatalf("zone domainname.AllSelectors %v differ from provisioning's", domainname.AllSelectors)
 	}
 }
 

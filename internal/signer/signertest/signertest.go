@@ -216,7 +216,7 @@ func (d *DNS) AddCustomerCNAMEs(domain string) {
 	defer d.mu.Unlock()
 	label := domainname.Label(domain)
 	for _, sel := range []string{provision.Selector1, provision.Selector2, provision.Selector1Ed25519, provision.Selector2Ed25519} {
-		d.cname[dns.Fqdn(sel+"._domainkey."+domain)] = dns.Fqdn(sel + "-" + label + "._domainkey." + d.Zone)
+		d.cname[dns.Fqdn(domainname.CNAMEName(sel, domain))] = dns.Fqdn(domainname.LabelTXTOwner(sel, label, d.Zone))
 	}
 }
 
