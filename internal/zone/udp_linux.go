@@ -51,6 +51,12 @@ func newBatchIO(c *net.UDPConn) (batchIO, error) {
 	return m, nil
 }
 
+// The sockets are non-blocking (the runtime's poller waits for them), so
+// recvmmsg and sendmmsg return at once: they are made as raw system calls,
+// without telling the scheduler. Through Syscall6 a batch that took longer
+// than sysmon's 20 µs let it hand the P to another thread, and the context
+// switches to get it back were a fifth of the CPU at small zones (perf, in
+// docs/performance.md).
 func (m *mmsgConn) read() (int, error) {
 	for i := range m.in {
 		m.in[i].hdr.Namelen = uint32(unsafe.Sizeof(m.names[i]))
@@ -60,7 +66,7 @@ func (m *mmsgConn) read() (int, error) {
 	var n int
 	var errno syscall.Errno
 	err := m.rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.in[0])), uintptr(len(m.in)), 0, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.in[0])), uintptr(len(m.in)), 0, 0, 0)
 		if e == unix.EAGAIN || e == unix.EINTR {
 			return false // wait until readable
 		}
@@ -101,7 +107,7 @@ func (m *mmsgConn) write(k int) error {
 		var n int
 		var errno syscall.Errno
 		err := m.rc.Write(func(fd uintptr) bool {
-			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.out[sent])), uintptr(k-sent), 0, 0, 0)
+			r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.out[sent])), uintptr(k-sent), 0, 0, 0)
 			if e == unix.EAGAIN || e == unix.EINTR {
 				return false // wait until writable
 			}
