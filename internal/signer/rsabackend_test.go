@@ -144,35 +144,7 @@ func rotatedKeyIsClosed(t *testing.T, b rsasign.Backend, f *signertest.Fixture) 
 		t.Fatalf("signed with %s before rotation", sel)
 	}
 	old := keyOf(t, f, provision.Selector1)
-	err = f.Store.Update(ctx, func(tx keystore.Tx) error {
-		keys, err := tx.Keys(ctx, keystore.OwnerDomain, signertest.AlignedRSA)
-		if err != nil {
-			return err
-		}
-		for _, k := range keys {
-			switch k.Selector {
-			case provision.Selector1:
-				k.State = keystore.StateRetiring
-			case provision.Selector2:
-				k.State = keystore.StateActive
-			default:
-				continue
-			}
-			if err := tx.PutKey(ctx, k); err != nil {
-				return err
-			}
-		}
-		d, err := tx.Domain(ctx, signertest.AlignedRSA)
-		if err != nil {
-			return err
-		}
-		d.ActiveSelector = provision.Selector2
-		_, err = tx.UpdateDomain(ctx, d)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rotateAlignedRSA(t, f)
 	// The store's Watch invalidates asynchronously: sign until the new key
 	// signs (bounded, so a signer that never notices fails).
 	for deadline := time.Now().Add(5 * time.Second); sign() != provision.Selector2; time.Sleep(10 * time.Millisecond) {

@@ -549,37 +549,7 @@ func TestKeyChangesReachTheSigner(t *testing.T) {
 	}
 
 	// Rotate as the rotation loop does: selector2 active, selector1 retiring.
-	err := f.Store.Update(ctx, func(tx keystore.Tx) error {
-		keys, err := tx.Keys(ctx, keystore.OwnerDomain, signertest.AlignedRSA)
-		if err != nil {
-			return err
-		}
-		for _, k := range keys {
-			switch k.Selector {
-			case provision.Selector1:
-				k.State = keystore.StateRetiring
-			case provision.Selector2:
-				k.State = keystore.StateActive
-			default:
-				continue
-			}
-			if err := tx.PutKey(ctx, k); err != nil {
-				return err
-			}
-		}
-		d, err := tx.Domain(ctx, signertest.AlignedRSA)
-		if err != nil {
-			return err
-		}
-		d.ActiveSelector = provision.Selector2
-		if _, err := tx.UpdateDomain(ctx, d); err != nil {
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rotateAlignedRSA(t, f)
 	res := sign()
 	if got := res.Selectors(); got[0] != provision.Selector2 {
 		t.Fatalf("signed with %v after rotation, want selector2", got)
@@ -599,7 +569,7 @@ func TestKeyChangesReachTheSigner(t *testing.T) {
 		t.Fatalf("signed with %v with the store closed", got)
 	}
 	wantMetric(t, reg, "dkimd_sign_stale_plans_total", 1, "")
-	_, err = s.Sign(ctx, strings.NewReader(message(signertest.AlignedEd, "x\r\n")))
+	_, err := s.Sign(ctx, strings.NewReader(message(signertest.AlignedEd, "x\r\n")))
 	if err == nil || errors.As(err, new(*signer.Refusal)) {
 		t.Fatalf("uncached domain with the store closed: %v, want a store error", err)
 	}
@@ -781,5 +751,41 @@ func TestConcurrentMessagesStayApart(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// rotateAlignedRSA rotates signertest.AlignedRSA as the rotation loop does:
+// selector2 active, selector1 retiring, in one transaction.
+func rotateAlignedRSA(t *testing.T, f *signertest.Fixture) {
+	t.Helper()
+	ctx := context.Background()
+	err := f.Store.Update(ctx, func(tx keystore.Tx) error {
+		keys, err := tx.Keys(ctx, keystore.OwnerDomain, signertest.AlignedRSA)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			switch k.Selector {
+			case provision.Selector1:
+				k.State = keystore.StateRetiring
+			case provision.Selector2:
+				k.State = keystore.StateActive
+			default:
+				continue
+			}
+			if err := tx.PutKey(ctx, k); err != nil {
+				return err
+			}
+		}
+		d, err := tx.Domain(ctx, signertest.AlignedRSA)
+		if err != nil {
+			return err
+		}
+		d.ActiveSelector = provision.Selector2
+		_, err = tx.UpdateDomain(ctx, d)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
