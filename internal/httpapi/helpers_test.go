@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -240,4 +241,28 @@ func unchanged(t *testing.T, s keystore.Store, before snapshot) {
 
 func httptestRequest(method, target string) *http.Request {
 	return httptest.NewRequest(method, target, nil)
+}
+
+// followLinks GETs path as brand, then every page the Link header's
+// rel="next" names, handing each 200 answer to page; more than maxPages
+// pages fails the test (a Link that never ends).
+func (e *env) followLinks(t *testing.T, brand, path string, maxPages int, page func(w *httptest.ResponseRecorder)) {
+	t.Helper()
+	next := regexp.MustCompile(`^<([^>]+)>; rel="next"$`)
+	for pages := 0; path != ""; pages++ {
+		if pages == maxPages {
+			t.Fatal("Link never ends")
+		}
+		w := e.do(e.as(brand, "GET", path))
+		wantStatus(t, w, 200)
+		page(w)
+		path = ""
+		if l := w.Header().Get("Link"); l != "" {
+			m := next.FindStringSubmatch(l)
+			if m == nil {
+				t.Fatalf("Link %q", l)
+			}
+			path = m[1]
+		}
+	}
 }
