@@ -57,8 +57,8 @@ type watchers struct {
 	subs   map[int]func()
 	next   int
 	closed bool
-	stop   context.CancelFunc // ends the Postgres listener, once started
-	done   chan struct{}      // closed when the listener has ended
+	stop   context.CancelFunc // ends the Postgres listener or the SQLite poll, once started
+	done   chan struct{}      // closed when that loop has ended
 }
 
 func newWatchers() watchers { return watchers{subs: map[int]func(){}} }
