@@ -71,6 +71,7 @@ type Server struct {
 	tcpLn   net.Listener
 	tcpSrv  *dns.Server
 	tcpOpen atomic.Int64 // TCP connections open now
+	conns   sync.Map     // the open TCP connections by remote address (zone transfers write to them)
 	rrl     *rrl         // nil: no rate limit
 	now     func() time.Time
 }
@@ -160,7 +161,7 @@ func (s *Server) listen(n int) error {
 		retry = func(ln net.Listener) net.Listener { return accept.Wrap(ln, s.acceptFailed) }
 	}
 	s.tcpLn = &capListener{Listener: retry(s.tcpLn), max: int64(s.opts.TCPMax),
-		open: &s.tcpOpen, rejected: s.m.tcpRejected.Inc}
+		open: &s.tcpOpen, rejected: s.m.tcpRejected.Inc, conns: &s.conns}
 	return nil
 }
 

@@ -29,6 +29,7 @@ type capListener struct {
 	max      int64
 	open     *atomic.Int64
 	rejected func()
+	conns    *sync.Map // remote address → *cappedConn, for zone transfers
 }
 
 func (l *capListener) Accept() (net.Conn, error) {
@@ -43,7 +44,11 @@ func (l *capListener) Accept() (net.Conn, error) {
 			l.rejected()
 			continue
 		}
-		return &cappedConn{Conn: c, open: l.open}, nil
+		cc := &cappedConn{Conn: c, open: l.open, conns: l.conns}
+		if l.conns != nil {
+			l.conns.Store(c.RemoteAddr().String(), cc)
+		}
+		return cc, nil
 	}
 }
 
@@ -51,13 +56,19 @@ func (l *capListener) Accept() (net.Conn, error) {
 // connection it has served, after the idle timeout at the latest).
 type cappedConn struct {
 	net.Conn
-	open *atomic.Int64
-	once sync.Once
+	open  *atomic.Int64
+	conns *sync.Map
+	once  sync.Once
 }
 
 func (c *cappedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.open.Add(-1) })
+	c.once.Do(func() {
+		c.open.Add(-1)
+		if c.conns != nil {
+			c.conns.CompareAndDelete(c.RemoteAddr().String(), c)
+		}
+	})
 	return err
 }
 

@@ -2,11 +2,9 @@ package zone
 
 import (
 	"context"
-	"encoding/binary"
 	"log/slog"
 	"net/netip"
 	"time"
-	"unsafe"
 
 	"github.com/miekg/dns"
 )
@@ -57,6 +55,16 @@ func (s *Server) transfer(w dns.ResponseWriter, req *dns.Msg, from netip.Addr, s
 			}
 		}
 	}
+	if deltas == nil {
+		if err := s.writeAXFR(w, req, snap); err != nil {
+			s.m.xfrs.WithLabelValues("failed").Inc()
+			s.log.Warn("zone transfer failed", slog.String("remote", from.String()), slog.String("err", err.Error()))
+			return dns.RcodeServerFailure
+		}
+		s.m.xfrs.WithLabelValues(kind).Inc()
+		s.log.Info("zone transferred", slog.String("kind", kind), slog.String("remote", from.String()), slog.Uint64("serial", uint64(snap.serial)))
+		return dns.RcodeSuccess
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := make(chan *dns.Envelope)
@@ -78,13 +86,7 @@ func (s *Server) transfer(w dns.ResponseWriter, req *dns.Msg, from netip.Addr, s
 				return false
 			}
 		}
-		var ok bool
-		if deltas != nil {
-			ok = sendDeltas(snap.params, deltas, emit) // RFC 1995 §4: incremental
-		} else {
-			ok = snap.each(emit)
-		}
-		if ok {
+		if sendDeltas(snap.params, deltas, emit) { // RFC 1995 §4: incremental
 			batch = append(batch, soa)
 			select {
 			case ch <- &dns.Envelope{RR: batch}:
@@ -205,82 +207,3 @@ func sendDeltas(p Params, deltas []delta, emit func(dns.RR) bool) bool {
 
 // serialLess is RFC 1982 serial number arithmetic.
 func serialLess(a, b uint32) bool { return a != b && int32(b-a) > 0 }
-
-// each calls fn with every record of the zone except the SOA, apex first;
-// it stops when fn returns false and reports whether it went through.
-func (s *Snapshot) each(fn func(dns.RR) bool) bool {
-	emit := func(name string, n node) bool {
-		for _, a := range n.answers() {
-			if a.qtype == dns.TypeSOA {
-				continue
-			}
-			if txt := txtOf(name, a.body); txt != nil {
-				if !fn(txt) {
-					return false
-				}
-				continue
-			}
-			ans, _, _, err := unrender(name, a.qtype, a.body)
-			if err != nil {
-				continue
-			}
-			for _, rr := range ans {
-				if !fn(rr) {
-					return false
-				}
-			}
-		}
-		return true
-	}
-	if n, ok := s.get(s.zoneWire); ok && !emit(fqdn(s.params.Zone), n) {
-		return false
-	}
-	return eachEntry(s.chunks, s.shards, func(key []byte, n node) bool {
-		if string(key) == string(s.zoneWire) {
-			return true
-		}
-		name, _, err := dns.UnpackDomainName(key, 0)
-		if err != nil {
-			return true
-		}
-		return emit(name, n)
-	})
-}
-
-// txtOf is the TXT record of a key's rendered body (appendTXT's layout),
-// its strings pointing into the snapshot's arena, which is never modified
-// once published, instead of copied: a transfer makes every record a
-// dns.RR only for miekg/dns to pack it again, and unpacking each body into
-// a message was most of the garbage of a first transfer, gigabytes at a
-// million domains (BenchmarkEach). It returns nil for any other body, and
-// for a value with a byte that miekg/dns would read as an escape or quote,
-// which unrender then handles.
-func txtOf(name string, body []byte) *dns.TXT {
-	if len(body) < 18 || string(body[:8]) != "\x00\x01\x00\x00\x00\x00\xC0\x0C" ||
-		binary.BigEndian.Uint16(body[8:]) != dns.TypeTXT || binary.BigEndian.Uint16(body[10:]) != dns.ClassINET {
-		return nil
-	}
-	rdata := body[18:]
-	if int(binary.BigEndian.Uint16(body[16:])) != len(rdata) {
-		return nil
-	}
-	n := 0
-	for off := 0; off < len(rdata); off += 1 + int(rdata[off]) {
-		if off+1+int(rdata[off]) > len(rdata) {
-			return nil
-		}
-		n++
-	}
-	parts := make([]string, 0, n)
-	for off := 0; off < len(rdata); off += 1 + int(rdata[off]) {
-		part := rdata[off+1 : off+1+int(rdata[off])]
-		for _, c := range part {
-			if c < ' ' || c > '~' || c == '"' || c == '\\' {
-				return nil
-			}
-		}
-		parts = append(parts, unsafe.String(unsafe.SliceData(part), len(part)))
-	}
-	return &dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET,
-		Ttl: binary.BigEndian.Uint32(body[12:]), Rdlength: uint16(len(rdata))}, Txt: parts}
-}

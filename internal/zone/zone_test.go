@@ -307,15 +307,14 @@ func checkModel(t *testing.T, s *Snapshot, want map[string]string) {
 		}
 	}
 	seen := 0
-	s.each(func(rr dns.RR) bool {
+	for _, rr := range transferRRs(t, s) {
 		if txt, ok := rr.(*dns.TXT); ok {
 			seen++
 			if want[txt.Hdr.Name] != strings.Join(txt.Txt, "") {
-				t.Errorf("serial %d: walk found %s, not in the model", s.Serial(), txt.Hdr.Name)
+				t.Errorf("serial %d: transfer has %s, not in the model", s.Serial(), txt.Hdr.Name)
 			}
 		}
-		return true
-	})
+	}
 	if seen != len(want) {
 		t.Fatalf("serial %d: walk found %d TXT records, want %d", s.Serial(), seen, len(want))
 	}
