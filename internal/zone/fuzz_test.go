@@ -79,11 +79,25 @@ func FuzzServeDNS(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 12, 0, 1, 0, 1})
+	dirty, _ := new(dns.Msg).SetQuestion("Selector2._domainkey.ACME.oxcloud.zone.", dns.TypeTXT).SetEdns0(1232, true).Pack()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		snap := srv.Snapshot()
 		out := make([]byte, maxTCPSize)
+		out2 := make([]byte, maxTCPSize)
 		for _, tcp := range []bool{false, true} {
-			resp, disp, _ := snap.respond(out, b, tcp)
+			resp, disp, st := snap.respond(out, b, tcp)
+			// The UDP loop's path: questions prepared and warmed for the
+			// whole batch, into query scratch that held another query.
+			qs := make([]query, 2)
+			qs[0].prepare(dirty)
+			_, _, _ = snap.respondTo(out2, dirty, tcp, &qs[0])
+			qs[0].prepare(b)
+			qs[1].prepare(b)
+			warm(snap.chunks, snap.shards, qs)
+			resp2, disp2, st2 := snap.respondTo(out2, b, tcp, &qs[0])
+			if disp2 != disp || st2 != st || string(resp2) != string(resp) {
+				t.Fatalf("prepared query answered %v %+v % x, respond %v %+v % x", disp2, st2, resp2, disp, st, resp)
+			}
 			switch disp {
 			case Answered:
 				checkResponse(t, b, resp, tcp)

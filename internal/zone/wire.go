@@ -25,16 +25,17 @@ const (
 
 // query is what respond needs from a parsed query.
 type query struct {
-	qtype    uint16
-	qclass   uint16
-	qend     int // offset just after the question
-	edns     bool
-	do       bool
-	badVers  bool
-	udpSize  int
-	nameKey  [255]byte
-	nameLen  int
-	rcodeErr int // -1 when the question parsed
+	qtype   uint16
+	qclass  uint16
+	qend    int // offset just after the question
+	edns    bool
+	do      bool
+	badVers bool
+	udpSize int
+	nameKey [255]byte
+	nameLen int
+	hash    uint64 // of nameKey, when hashed
+	hashed  bool
 }
 
 // Stat is what a response was, for metrics.
@@ -51,6 +52,26 @@ type Stat struct {
 // have room for maxTCPSize octets) and returns it. It never allocates and
 // never panics on any input: FuzzServeDNS holds it to that.
 func (s *Snapshot) respond(dst, q []byte, tcp bool) ([]byte, Disposition, Stat) {
+	var p query
+	return s.respondTo(dst, q, tcp, &p)
+}
+
+// prepare parses the question of q into p and hashes its name, for
+// respondTo, when q is a query with one question; else it leaves p for
+// respondTo to parse (and refuse).
+func (p *query) prepare(q []byte) {
+	p.qend, p.hashed = 0, false
+	if len(q) < 12 || q[2]&0x80 != 0 || binary.BigEndian.Uint16(q[4:]) != 1 {
+		return
+	}
+	if _, ok := p.parseQuestion(q); ok {
+		p.hash, p.hashed = hashKey(p.nameKey[:p.nameLen]), true
+	}
+}
+
+// respondTo is respond with the question already in p when prepare parsed
+// it (p.qend set); p is otherwise scratch.
+func (s *Snapshot) respondTo(dst, q []byte, tcp bool, p *query) ([]byte, Disposition, Stat) {
 	if len(q) < 12 || q[2]&0x80 != 0 {
 		// Too short to carry an ID, or a response: answering could loop
 		// or amplify.
@@ -62,12 +83,15 @@ func (s *Snapshot) respond(dst, q []byte, tcp bool) ([]byte, Disposition, Stat) 
 	ns := binary.BigEndian.Uint16(q[8:])
 	ar := binary.BigEndian.Uint16(q[10:])
 
-	var p query
-	p.rcodeErr = -1
+	p.edns, p.do, p.badVers, p.udpSize = false, false, false, 0
 	if qd != 1 {
 		return header(dst, q, dns.RcodeFormatError), Answered, Stat{Rcode: dns.RcodeFormatError}
 	}
-	off, ok := p.parseQuestion(q)
+	off, ok := p.qend, p.qend != 0
+	if !ok {
+		p.hashed = false
+		off, ok = p.parseQuestion(q)
+	}
 	if !ok {
 		return header(dst, q, dns.RcodeFormatError), Answered, Stat{Rcode: dns.RcodeFormatError}
 	}
@@ -80,10 +104,10 @@ func (s *Snapshot) respond(dst, q []byte, tcp bool) ([]byte, Disposition, Stat) 
 		return nil, Special, st
 	case dns.OpcodeUpdate:
 		st.Rcode = dns.RcodeRefused
-		return s.errorWithQuestion(dst, q, &p, st.Rcode), Answered, st
+		return s.errorWithQuestion(dst, q, p, st.Rcode), Answered, st
 	default:
 		st.Rcode = dns.RcodeNotImplemented
-		return s.errorWithQuestion(dst, q, &p, st.Rcode), Answered, st
+		return s.errorWithQuestion(dst, q, p, st.Rcode), Answered, st
 	}
 	if p.qtype == dns.TypeAXFR || p.qtype == dns.TypeIXFR {
 		return nil, Special, st
@@ -134,25 +158,28 @@ func (s *Snapshot) respond(dst, q []byte, tcp bool) ([]byte, Disposition, Stat) 
 		// RFC 6891 §6.1.3: BADVERS (16) is carried in the OPT's extended
 		// rcode; the header says NOERROR.
 		st.Rcode = dns.RcodeBadVers
-		out := s.begin(dst, q, &p, 0, false)
+		out := s.begin(dst, q, p, 0, false)
 		return appendOPT(out, 1, p.do), Answered, st
 	}
 	switch p.qtype {
 	case dns.TypeOPT, dns.TypeTSIG, dns.TypeTKEY:
 		st.Rcode = dns.RcodeFormatError
-		return s.errorWithQuestion(dst, q, &p, st.Rcode), Answered, st
+		return s.errorWithQuestion(dst, q, p, st.Rcode), Answered, st
 	case dns.TypeMAILA, dns.TypeMAILB:
 		st.Rcode = dns.RcodeNotImplemented
-		return s.errorWithQuestion(dst, q, &p, st.Rcode), Answered, st
+		return s.errorWithQuestion(dst, q, p, st.Rcode), Answered, st
 	}
 	key := p.nameKey[:p.nameLen]
 	if p.qclass != dns.ClassINET || !inZone(key, s.zoneWire) {
 		st.Rcode = dns.RcodeRefused
-		return s.errorWithQuestion(dst, q, &p, st.Rcode), Answered, st
+		return s.errorWithQuestion(dst, q, p, st.Rcode), Answered, st
 	}
 	body := s.negative
 	rcode := dns.RcodeSuccess
-	if n, ok := s.get(key); !ok {
+	if !p.hashed {
+		p.hash = hashKey(key)
+	}
+	if n, ok := lookupHash(s.chunks, s.shards, key, p.hash); !ok {
 		rcode = dns.RcodeNameError
 	} else if b := n.find(p.qtype); b != nil {
 		body = b
@@ -163,7 +190,7 @@ func (s *Snapshot) respond(dst, q []byte, tcp bool) ([]byte, Disposition, Stat) 
 	} else {
 		st.ident = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(body))))
 	}
-	out := s.begin(dst, q, &p, rcode, true)
+	out := s.begin(dst, q, p, rcode, true)
 	size := len(out) + len(body) - 6
 	if p.edns {
 		size += 11
