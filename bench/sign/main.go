@@ -475,6 +475,10 @@ func main() {
 					}
 					r, c, b := measure(false, "floor "+p.name+" "+label, *concurrency, floor.pid, worker)
 					printRow(r, c, b, 0)
+					if p.name == "milter" {
+						r, c, b := measure(false, "floor go-milter "+label, *concurrency, floor.pid, milterWorker(floor.goMilterAddr, msg, true))
+						printRow(r, c, b, 0)
+					}
 				}
 				if !strings.Contains(p.name, *only) {
 					continue
@@ -597,6 +601,7 @@ func printRow(r result, ceiling, bare, opendkim float64) {
 type server struct {
 	pid                       int
 	addr, httpURL, milterAddr string
+	goMilterAddr              string // the transport floor's go-milter server
 	stop                      func()
 }
 

@@ -29,6 +29,7 @@
 package milter
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -46,8 +47,13 @@ import (
 
 // Options configure the milter.
 type Options struct {
+	// Signer signs the messages.
 	Signer *signer.Signer
-	Log    *slog.Logger
+	// Handler, when set, takes the messages instead of Signer: bench/sign's
+	// transport floor serves one that makes a bare signature, to measure
+	// this server around the signing alone.
+	Handler Handler
+	Log     *slog.Logger
 	// Registerer receives the dkimd_sign_milter_* and dkimd_milter_*
 	// metrics; nil registers none.
 	Registerer prometheus.Registerer
@@ -63,6 +69,32 @@ type Options struct {
 	// (--milter-on-error): "accept" (the default) passes it on unsigned,
 	// "tempfail" has the MTA retry it later.
 	OnError string
+}
+
+// Handler is what the sessions hand each message to, as package signer
+// takes it: the header block at the end of the header, the body as it
+// streams, then the fields to insert; a *signer.Refusal (signer.AsRefusal)
+// from Begin or Close lets the message pass unsigned.
+type Handler interface {
+	Begin(ctx context.Context, header []byte) (Message, error)
+}
+
+// Message is one message of a Handler, as *signer.Message.
+type Message interface {
+	io.Writer
+	Close() (signer.Result, error)
+	Abort()
+}
+
+// signerHandler is the Handler of Options.Signer.
+type signerHandler struct{ s *signer.Signer }
+
+func (h signerHandler) Begin(ctx context.Context, header []byte) (Message, error) {
+	m, err := h.s.Begin(ctx, header)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // Server is a milter listener.
@@ -84,7 +116,11 @@ type Server struct {
 
 // New returns a milter server.
 func New(opts Options) (*Server, error) {
-	if opts.Signer == nil {
+	switch {
+	case opts.Handler != nil:
+	case opts.Signer != nil:
+		opts.Handler = signerHandler{opts.Signer}
+	default:
 		return nil, errors.New("milter: a signer is required")
 	}
 	if opts.Log == nil {

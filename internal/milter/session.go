@@ -51,7 +51,7 @@ type session struct {
 	stage   stage
 	header  []byte
 	fields  int
-	msg     *signer.Message
+	msg     Message
 	refusal string // set once the message is known to pass unsigned: its reason
 	queueID string // Postfix's queue id ({i} macro), for the log
 	out     []byte // replies not yet sent
@@ -203,7 +203,7 @@ func (m *session) begin() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.s.opts.Timeout)
 	defer cancel()
-	msg, err := m.s.opts.Signer.Begin(ctx, m.header)
+	msg, err := m.s.opts.Handler.Begin(ctx, m.header)
 	if err != nil {
 		m.failed(err)
 		return
