@@ -25,7 +25,10 @@ var unsignedReasons = []string{signer.CodeNoFrom, signer.CodeMultipleFrom, signe
 	signer.CodeAmbiguousDomain, signer.CodeNoActiveKey, reasonError}
 
 type metrics struct {
-	messages       *prometheus.CounterVec
+	messages *prometheus.CounterVec
+	// signed is the messages counter of outcomeSigned, looked up once: a
+	// label lookup per message hashes the label value.
+	signed         prometheus.Counter
 	unsigned       *prometheus.CounterVec
 	protocolErrors *prometheus.CounterVec
 	sessions       prometheus.Gauge
@@ -64,6 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, o := range []string{outcomeSigned, outcomeRefused, outcomeError, outcomeTempfail, outcomeAborted} {
 		m.messages.WithLabelValues(o)
 	}
+	m.signed = m.messages.WithLabelValues(outcomeSigned)
 	for _, r := range unsignedReasons {
 		m.unsigned.WithLabelValues(r)
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"strings"
+	"sync"
+	"time"
 
 	"dkimd/internal/signer"
 )
@@ -201,14 +203,69 @@ func (m *session) begin() {
 	if m.refusal != "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), m.s.opts.Timeout)
-	defer cancel()
+	ctx := newLookupContext(m.s.opts.Timeout)
+	defer ctx.release()
 	msg, err := m.s.opts.Handler.Begin(ctx, m.header)
 	if err != nil {
 		m.failed(err)
 		return
 	}
 	m.msg = msg
+}
+
+// lookupContext bounds the key lookup of one message (Options.Timeout) as
+// context.WithTimeout does, but arms no timer until something waits on it:
+// the signer's key choice is almost always cached and then never looks at
+// its context, and a timer set and stopped on every message costs more
+// than the rest of Begin's bookkeeping. The first Done or Err makes the
+// timed context, which ends at the deadline fixed when the message began.
+type lookupContext struct {
+	context.Context // Background: no values, no parent to cancel it
+	deadline        time.Time
+
+	mu       sync.Mutex // Done and Err may come from the store's goroutines
+	timed    context.Context
+	stop     context.CancelFunc
+	released bool
+}
+
+func newLookupContext(timeout time.Duration) *lookupContext {
+	return &lookupContext{Context: context.Background(), deadline: time.Now().Add(timeout)}
+}
+
+func (c *lookupContext) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *lookupContext) Done() <-chan struct{}       { return c.ctx().Done() }
+func (c *lookupContext) Err() error                  { return c.ctx().Err() }
+
+// canceledContext is what a lookupContext reads as once released without a
+// timed context: cancelled, as context.WithTimeout's after its cancel.
+var canceledContext = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+func (c *lookupContext) ctx() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.timed != nil:
+	case c.released:
+		return canceledContext
+	default:
+		c.timed, c.stop = context.WithDeadline(context.Background(), c.deadline)
+	}
+	return c.timed
+}
+
+// release ends the lookup, as the cancel of context.WithTimeout.
+func (c *lookupContext) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.released = true
+	if c.stop != nil {
+		c.stop()
+	}
 }
 
 // body streams a chunk into the signatures: it is hashed, never kept.
@@ -247,7 +304,7 @@ func (m *session) endOfMessage() {
 		m.out = appendInsertHeader(m.out, res.Signatures[i].Field)
 	}
 	m.out = appendPacket(m.out, replyAccept, 0)
-	m.s.metrics.messages.WithLabelValues(outcomeSigned).Inc()
+	m.s.metrics.signed.Inc()
 	// Checked first: the attributes would cost allocations on every
 	// message while debug logging is off.
 	if m.s.opts.Log.Enabled(context.Background(), slog.LevelDebug) {

@@ -2,11 +2,13 @@ package milter
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -321,4 +323,67 @@ func sessionKeepsTheQueueID(t *testing.T, f *signertest.Fixture) {
 	if m.queueID != "4A1B2C" {
 		t.Errorf("queue id %q", m.queueID)
 	}
+}
+
+// TestLookupContext: the key lookup's context reads as context.WithTimeout's
+// would: its deadline from the start, done at the deadline with
+// DeadlineExceeded, cancelled by release, whether or not anything looked
+// at it first; and contexts made from it follow it.
+func TestLookupContext(t *testing.T) {
+	t.Run("deadline", func(t *testing.T) {
+		before := time.Now()
+		c := newLookupContext(time.Minute)
+		defer c.release()
+		d, ok := c.Deadline()
+		if !ok || d.Before(before.Add(time.Minute)) || d.After(time.Now().Add(time.Minute)) {
+			t.Fatalf("deadline %v %v, want a minute from now", d, ok)
+		}
+		if err := c.Err(); err != nil {
+			t.Fatalf("Err before the deadline: %v", err)
+		}
+		select {
+		case <-c.Done():
+			t.Fatal("done before the deadline")
+		default:
+		}
+	})
+	t.Run("expires", func(t *testing.T) {
+		c := newLookupContext(20 * time.Millisecond)
+		defer c.release()
+		child, cancel := context.WithTimeout(c, time.Hour)
+		defer cancel()
+		select {
+		case <-child.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("a context made from it did not end at its deadline")
+		}
+		if !errors.Is(c.Err(), context.DeadlineExceeded) || !errors.Is(child.Err(), context.DeadlineExceeded) {
+			t.Fatalf("Err %v, child %v: want the deadline exceeded", c.Err(), child.Err())
+		}
+	})
+	t.Run("expired before the first look", func(t *testing.T) {
+		c := newLookupContext(time.Millisecond)
+		defer c.release()
+		time.Sleep(5 * time.Millisecond)
+		if !errors.Is(c.Err(), context.DeadlineExceeded) {
+			t.Fatalf("Err %v: want the deadline exceeded", c.Err())
+		}
+	})
+	t.Run("released after a look", func(t *testing.T) {
+		c := newLookupContext(time.Hour)
+		done := c.Done()
+		c.release()
+		<-done
+		if !errors.Is(c.Err(), context.Canceled) {
+			t.Fatalf("Err %v: want cancelled", c.Err())
+		}
+	})
+	t.Run("released unseen", func(t *testing.T) {
+		c := newLookupContext(time.Hour)
+		c.release()
+		<-c.Done()
+		if !errors.Is(c.Err(), context.Canceled) {
+			t.Fatalf("Err %v: want cancelled", c.Err())
+		}
+	})
 }
