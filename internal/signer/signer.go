@@ -305,7 +305,7 @@ func (s *Signer) begin(ctx context.Context, header []byte, st *messageState) (*M
 		return nil, fmt.Errorf("signer: %w", err)
 	}
 	st.from = st.header.Values(st.from[:0], "From")
-	domain, err := fromDomain(st.from)
+	domain, err := s.cache.fromDomain(st.from)
 	if err != nil {
 		return nil, err
 	}

@@ -415,18 +415,22 @@ func TestRefusals(t *testing.T) {
 		{"mbox From line", "From alice@example.net Sun Nov 29 06:00:00 2026\n" + from + "\r\nx\r\n", signer.CodeHeaderUnparseable, "header line 1 is neither"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := s.Sign(context.Background(), strings.NewReader(tc.msg))
-			r, ok := signer.AsRefusal(err)
-			if !ok {
-				t.Fatalf("Sign = %v, want a refusal %s", err, tc.code)
-			}
-			if r.Code != tc.code || r.Reason == "" || !strings.Contains(r.Reason, tc.reason) {
-				t.Fatalf("refusal %s (%s), want %s (%s)", r.Code, r.Reason, tc.code, tc.reason)
+			// Twice: the second message meets whatever the signer's
+			// caches kept of the first, and is refused the same.
+			for range 2 {
+				_, err := s.Sign(context.Background(), strings.NewReader(tc.msg))
+				r, ok := signer.AsRefusal(err)
+				if !ok {
+					t.Fatalf("Sign = %v, want a refusal %s", err, tc.code)
+				}
+				if r.Code != tc.code || r.Reason == "" || !strings.Contains(r.Reason, tc.reason) {
+					t.Fatalf("refusal %s (%s), want %s (%s)", r.Code, r.Reason, tc.code, tc.reason)
+				}
 			}
 		})
 	}
-	if got := metricSum(t, reg, "dkimd_sign_refused_total"); got != 21 {
-		t.Errorf("dkimd_sign_refused_total = %v, want 21", got)
+	if got := metricSum(t, reg, "dkimd_sign_refused_total"); got != 42 {
+		t.Errorf("dkimd_sign_refused_total = %v, want 42", got)
 
 	}
 }
