@@ -59,44 +59,50 @@ func Sign(headerData, bodyHash []byte, sig *Signature) (string, error) {
 	f.b = append(f.b, "DKIM-Signature:"...)
 	f.col = len(f.b)
 	f.word("v=1;")
-	f.word("a=" + alg + ";")
+	tag(&f, "a=", alg)
 	f.word("c=relaxed/relaxed;")
-	f.word("d=" + sig.Domain + ";")
-	f.word("s=" + sig.Selector + ";")
+	tag(&f, "d=", sig.Domain)
+	tag(&f, "s=", sig.Selector)
+	var num [20]byte
 	t := sig.Time.Unix()
-	f.word("t=" + strconv.FormatInt(t, 10) + ";")
+	tag(&f, "t=", strconv.AppendInt(num[:0], t, 10))
 	if sig.Expiry > 0 {
-		f.word("x=" + strconv.FormatInt(t+int64(sig.Expiry/time.Second), 10) + ";")
+		tag(&f, "x=", strconv.AppendInt(num[:0], t+int64(sig.Expiry/time.Second), 10))
 	}
 	// h= may fold after any colon (RFC 6376 §3.5, sig-h-tag).
 	for i, name := range sig.Headers {
-		switch {
-		case len(sig.Headers) == 1:
-			f.word("h=" + name + ";")
-		case i == 0:
-			f.word("h=" + name + ":")
-		case i == len(sig.Headers)-1:
-			f.glue(name + ";")
-		default:
-			f.glue(name + ":")
+		end := byte(':')
+		if i == len(sig.Headers)-1 {
+			end = ';'
 		}
+		if i == 0 {
+			f.space(len("h=") + len(name) + 1)
+			f.b = append(f.b, "h="...)
+		} else {
+			f.room(len(name) + 1)
+		}
+		f.b = append(f.b, name...)
+		f.b = append(f.b, end)
 	}
-	f.word("bh=" + base64.StdEncoding.EncodeToString(bodyHash) + ";")
+	var bh [44]byte // the base64 of a SHA-256 digest
+	tag(&f, "bh=", base64.StdEncoding.AppendEncode(bh[:0], bodyHash))
 	f.word("b=")
 
 	// The field as hashed: b= empty, relaxed, without its final CRLF
-	// (RFC 6376 §3.7).
+	// (RFC 6376 §3.7). The canonical form is built in f.b's spare room,
+	// which b= overwrites once it has been hashed.
 	h := sha256.New()
 	h.Write(headerData)
-	canon := appendRelaxed(make([]byte, 0, len(f.b)), f.b, field{start: 0, nameEnd: len("DKIM-Signature"), colon: len("DKIM-Signature"), end: len(f.b)})
+	canon := appendRelaxed(f.b[len(f.b):], f.b, field{start: 0, nameEnd: len("DKIM-Signature"), colon: len("DKIM-Signature"), end: len(f.b)})
 	h.Write(canon[:len(canon)-2])
-	digest := h.Sum(nil)
-	b, err := sig.Key.Sign(rand.Reader, digest, opts)
+	var digest [sha256.Size]byte
+	b, err := sig.Key.Sign(rand.Reader, h.Sum(digest[:0]), opts)
 	if err != nil {
 		return "", fmt.Errorf("dkim: sign: %w", err)
 	}
 	// b= folds anywhere: FWS inside base64 is ignored (RFC 6376 §2.4).
-	for rest := base64.StdEncoding.EncodeToString(b); rest != ""; {
+	var enc [684]byte // the base64 of an RSA-4096 signature
+	for rest := base64.StdEncoding.AppendEncode(enc[:0], b); len(rest) > 0; {
 		room := maxLine - f.col
 		if room <= 0 {
 			f.fold()
@@ -111,6 +117,15 @@ func Sign(headerData, bodyHash []byte, sig *Signature) (string, error) {
 	return string(f.b), nil
 }
 
+// tag appends a tag of the field: name (with its "="), value and ";", as
+// one word.
+func tag[T string | []byte](f *folder, name string, value T) {
+	f.space(len(name) + len(value) + 1)
+	f.b = append(f.b, name...)
+	f.b = append(f.b, value...)
+	f.b = append(f.b, ';')
+}
+
 // folder builds a folded header field.
 type folder struct {
 	b   []byte
@@ -119,23 +134,29 @@ type folder struct {
 
 // word appends a space and w, or a fold and w when w does not fit.
 func (f *folder) word(w string) {
-	if f.col+1+len(w) > maxLine {
+	f.space(len(w))
+	f.b = append(f.b, w...)
+}
+
+// space starts a word of n bytes: a space before it, or a fold when it
+// does not fit on the line. The caller appends the word.
+func (f *folder) space(n int) {
+	if f.col+1+n > maxLine {
 		f.fold()
 	} else {
 		f.b = append(f.b, ' ')
 		f.col++
 	}
-	f.b = append(f.b, w...)
-	f.col += len(w)
+	f.col += n
 }
 
-// glue appends w directly, or after a fold when it does not fit.
-func (f *folder) glue(w string) {
-	if f.col+len(w) > maxLine {
+// room makes room for n bytes glued to what precedes them: a fold when
+// they do not fit. The caller appends them.
+func (f *folder) room(n int) {
+	if f.col+n > maxLine {
 		f.fold()
 	}
-	f.b = append(f.b, w...)
-	f.col += len(w)
+	f.col += n
 }
 
 func (f *folder) fold() {
