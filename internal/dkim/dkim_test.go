@@ -197,6 +197,12 @@ func TestParseReadsAsVerifiersDo(t *testing.T) {
 	if got := h.Values(nil, "From"); len(got) != 1 || got[0] != " Alice <a@b.example>" {
 		t.Errorf("From values %q", got)
 	}
+	if got := h.Values(nil, "Subject"); len(got) != 2 || got[0] != " one" || got[1] != "two" {
+		t.Errorf("Subject values %q", got)
+	}
+	if got := h.Values(nil, "X-Empty"); len(got) != 1 || got[0] != "  " {
+		t.Errorf("X-Empty values %q", got)
+	}
 	if n := h.Count("Subject"); n != 2 {
 		t.Errorf("%d Subject fields, want 2", n)
 	}

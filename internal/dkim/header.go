@@ -162,7 +162,8 @@ func (h *Header) Values(dst []string, name string) []string {
 		if !h.is(f, name) {
 			continue
 		}
-		v := h.raw[f.colon+1 : f.end]
+		// The field's own line end first: only a folded value has more.
+		v := bytes.TrimSuffix(bytes.TrimSuffix(h.raw[f.colon+1:f.end], []byte{'\n'}), []byte{'\r'})
 		if bytes.IndexByte(v, '\n') >= 0 {
 			v = bytes.ReplaceAll(bytes.ReplaceAll(v, []byte("\r"), nil), []byte("\n"), nil)
 		}
