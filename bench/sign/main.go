@@ -644,6 +644,7 @@ func startDkimd(dir, rsaBackend string) server {
 		"--sign-addr", signAddr, "--milter-addr", milterAddr, "--key-pool-size", "0", "--log-level", "warn",
 		"--rsa-backend", rsaBackend)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = diesWithBench()
 	if *serverEnv != "" {
 		cmd.Env = append(os.Environ(), strings.Fields(*serverEnv)...)
 	}
@@ -657,6 +658,13 @@ func startDkimd(dir, rsaBackend string) server {
 		log.Fatalf("dkimd serve: %v", err)
 	}
 	return server{pid: cmd.Process.Pid, httpURL: "http://" + signAddr + "/v1/sign", milterAddr: milterAddr, stop: stop}
+}
+
+// diesWithBench has a server the benchmark starts killed when the
+// benchmark dies (log.Fatal, a signal), so that no orphan keeps its ports,
+// its CPU or a lock its parent held.
+func diesWithBench() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
 func httpWorker(url string, msg []byte) func() (func() error, func()) {
@@ -805,6 +813,7 @@ RequireSafeKeys no
 `, rsaDom, keyFile, port, filepath.Join(dir, "opendkim.pid"))), 0o644))
 	cmd := exec.Command(*opendkimBin, "-f", "-x", conf)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = diesWithBench()
 	must(cmd.Start())
 	stop := func() {
 		_ = cmd.Process.Kill()
