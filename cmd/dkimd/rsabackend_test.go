@@ -47,16 +47,20 @@ func TestRSABackendChoice(t *testing.T) {
 					t.Fatalf("serve ended: %v\n%s", err, logs.String())
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("no /metrics; log:\n%s", logs.String())
+					t.Fatalf("no dkimd_sign_rsa_backend_info in /metrics within 20 s; log:\n%s", logs.String())
 				}
 				resp, err := http.Get("http://" + ops + "/metrics")
 				if err != nil {
 					continue
 				}
 				resp.Body.Close()
+				// The ops listener starts before the signer registers its
+				// metrics: wait for the backend's.
 				if resp.StatusCode == http.StatusOK {
 					_, page = httpCall(t, "GET", "http://"+ops+"/metrics", "", "", "", nil)
-					break
+					if strings.Contains(string(page), "dkimd_sign_rsa_backend_info{") {
+						break
+					}
 				}
 			}
 			if got := metricValue(t, page, `dkimd_sign_rsa_backend_info{backend="`+tc.want+`"}`); got != 1 {
