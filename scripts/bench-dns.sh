@@ -164,8 +164,8 @@ if [ -n "${BASE:-}" ]; then
 	start_other dkimd-base "$WORK/dkimd-base" $((DNS_PORT + 3)) ${BASE_FLAGS:-}
 fi
 
-# The first AXFR makes much garbage in dkimd (every record is unpacked
-# into a message); let the collection it triggers finish before measuring.
+# Let the servers settle after the transfer (NSD writes the zone out,
+# dkimd's update loop catches up) before measuring.
 sleep "${SETTLE:-5}"
 
 RSS_KB=$(awk '/VmRSS/{print $2}' /proc/"$DKIMD_PID"/status)
