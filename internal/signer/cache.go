@@ -26,6 +26,10 @@ const (
 	maxPlans = 100_000
 	maxKeys  = 20_000
 	maxFroms = 50_000
+	// maxFromLen is the longest From value remembered: a From of any
+	// length parses, but 50,000 of the header block's megabyte each would
+	// be memory for the taking.
+	maxFromLen = 256
 )
 
 // signingKey is one parsed private key and where it is published.
@@ -93,8 +97,8 @@ func (c *cache) fromDomain(from []string) (string, error) {
 		}
 	}
 	domain, err := fromDomain(from)
-	if err != nil {
-		return "", err
+	if err != nil || len(from[0]) > maxFromLen {
+		return domain, err
 	}
 	c.mu.Lock()
 	if len(c.froms) >= maxFroms {

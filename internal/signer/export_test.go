@@ -13,3 +13,10 @@ func OutagePlan(s *Signer, domain string) (string, int) {
 	}
 	return p.domain, len(p.keys)
 }
+
+// RememberedFroms is how many From values the signer keeps the domain of.
+func RememberedFroms(s *Signer) int {
+	s.cache.mu.RLock()
+	defer s.cache.mu.RUnlock()
+	return len(s.cache.froms)
+}

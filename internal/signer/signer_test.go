@@ -793,3 +793,22 @@ func rotateAlignedRSA(t *testing.T, f *signertest.Fixture) {
 		t.Fatal(err)
 	}
 }
+
+// TestLongFromIsNotRemembered: a From value longer than the signer keeps
+// signs as any other, every time, and is not held in memory after.
+func TestLongFromIsNotRemembered(t *testing.T) {
+	t.Parallel()
+	f := signertest.New(t)
+	s := newSigner(t, f, nil)
+	short := "From: Alice <alice@" + signertest.AlignedRSA + ">\r\n\r\nx\r\n"
+	long := "From: \"" + strings.Repeat("A", 300) + "\" <alice@" + signertest.AlignedRSA + ">\r\n\r\nx\r\n"
+	for _, msg := range []string{short, long, long, short} {
+		res, err := s.Sign(context.Background(), strings.NewReader(msg))
+		if err != nil || res.FromDomain != signertest.AlignedRSA {
+			t.Fatalf("Sign = %+v, %v", res, err)
+		}
+	}
+	if n := signer.RememberedFroms(s); n != 1 {
+		t.Fatalf("%d From values remembered, want 1 (the short one)", n)
+	}
+}
