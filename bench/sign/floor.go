@@ -152,6 +152,7 @@ func startFloor(dir string, e *env) server {
 	must(err)
 	cmd := exec.Command(self, "-floor-server", httpAddr+","+goMilterAddr+","+milterAddr+","+keyFile, "-rsa-backend", *rsaBackend)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = diesWithBench()
 	if *serverEnv != "" {
 		cmd.Env = append(os.Environ(), strings.Fields(*serverEnv)...)
 	}
