@@ -255,14 +255,7 @@ func (s *Snapshot) writeAXFR(a *axfrWriter) error {
 	}
 	var fail error
 	emit := func(key []byte, n node) bool {
-		// The entry's answers read in place (node.answers would allocate
-		// a slice per name).
-		off := 1
-		for range n.count() {
-			an := answer{binary.BigEndian.Uint16(n[off:]), nil}
-			l := int(binary.BigEndian.Uint16(n[off+2:]))
-			an.body = n[off+4 : off+4+l : off+4+l]
-			off += 4 + l
+		for an := range n.all {
 			if an.qtype == dns.TypeSOA {
 				continue
 			}

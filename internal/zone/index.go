@@ -69,17 +69,18 @@ func (n node) find(qtype uint16) []byte {
 	return nil
 }
 
-// answers decodes the node, for the builder and zone transfers.
-func (n node) answers() []answer {
-	var out []answer
+// all yields the node's answers, their bodies read in place: a zone
+// transfer walks every name with it and allocates nothing per name.
+func (n node) all(yield func(answer) bool) {
 	off := 1
 	for i := 0; i < int(n[0]); i++ {
 		t := binary.BigEndian.Uint16(n[off:])
 		l := int(binary.BigEndian.Uint16(n[off+2:]))
-		out = append(out, answer{t, n[off+4 : off+4+l : off+4+l]})
+		if !yield(answer{t, n[off+4 : off+4+l : off+4+l]}) {
+			return
+		}
 		off += 4 + l
 	}
-	return out
 }
 
 // entrySize is the length of the entry that starts e.

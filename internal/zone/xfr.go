@@ -55,16 +55,26 @@ func (s *Server) transfer(w dns.ResponseWriter, req *dns.Msg, from netip.Addr, s
 			}
 		}
 	}
+	var err error
 	if deltas == nil {
-		if err := s.writeAXFR(w, req, snap); err != nil {
-			s.m.xfrs.WithLabelValues("failed").Inc()
-			s.log.Warn("zone transfer failed", slog.String("remote", from.String()), slog.String("err", err.Error()))
-			return dns.RcodeServerFailure
-		}
-		s.m.xfrs.WithLabelValues(kind).Inc()
-		s.log.Info("zone transferred", slog.String("kind", kind), slog.String("remote", from.String()), slog.Uint64("serial", uint64(snap.serial)))
-		return dns.RcodeSuccess
+		err = s.writeAXFR(w, req, snap)
+	} else {
+		err = writeIXFR(w, req, snap, deltas)
 	}
+	if err != nil {
+		s.m.xfrs.WithLabelValues("failed").Inc()
+		s.log.Warn("zone transfer failed", slog.String("remote", from.String()), slog.String("err", err.Error()))
+		return dns.RcodeServerFailure
+	}
+	s.m.xfrs.WithLabelValues(kind).Inc()
+	s.log.Info("zone transferred", slog.String("kind", kind), slog.String("remote", from.String()), slog.Uint64("serial", uint64(snap.serial)))
+	return dns.RcodeSuccess
+}
+
+// writeIXFR sends the changes since the secondary's serial (RFC 1995 §4),
+// a few records, through miekg/dns's transfer writer.
+func writeIXFR(w dns.ResponseWriter, req *dns.Msg, snap *Snapshot, deltas []delta) error {
+	soa := snap.params.soa(snap.serial)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := make(chan *dns.Envelope)
@@ -75,7 +85,7 @@ func (s *Server) transfer(w dns.ResponseWriter, req *dns.Msg, from netip.Addr, s
 		emit := func(rr dns.RR) bool {
 			batch = append(batch, rr)
 			size += dns.Len(rr)
-			if size <= 16000 {
+			if size <= axfrMsgTarget {
 				return true
 			}
 			select {
@@ -86,7 +96,7 @@ func (s *Server) transfer(w dns.ResponseWriter, req *dns.Msg, from netip.Addr, s
 				return false
 			}
 		}
-		if sendDeltas(snap.params, deltas, emit) { // RFC 1995 §4: incremental
+		if sendDeltas(snap.params, deltas, emit) {
 			batch = append(batch, soa)
 			select {
 			case ch <- &dns.Envelope{RR: batch}:
@@ -98,14 +108,7 @@ func (s *Server) transfer(w dns.ResponseWriter, req *dns.Msg, from netip.Addr, s
 	cancel()
 	for range ch { // let the producer finish
 	}
-	if err != nil {
-		s.m.xfrs.WithLabelValues("failed").Inc()
-		s.log.Warn("zone transfer failed", slog.String("remote", from.String()), slog.String("err", err.Error()))
-		return dns.RcodeServerFailure
-	}
-	s.m.xfrs.WithLabelValues(kind).Inc()
-	s.log.Info("zone transferred", slog.String("kind", kind), slog.String("remote", from.String()), slog.Uint64("serial", uint64(snap.serial)))
-	return dns.RcodeSuccess
+	return err
 }
 
 // delta is what changed between two consecutive snapshots.
