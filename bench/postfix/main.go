@@ -44,6 +44,7 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
+	"dkimd/bench/internal/benchproc"
 	"dkimd/internal/dkimkey"
 	"dkimd/internal/keystore"
 	"dkimd/internal/provision"
@@ -104,23 +105,9 @@ func must(err error) {
 	}
 }
 
-// procStat is utime+stime and cutime+cstime of a process, from
-// /proc/<pid>/stat (clock ticks of 1/100 s on Linux), and its parent.
-func procStat(pid int) (self, children time.Duration, ppid int, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	n := func(i int) int64 { v, _ := strconv.ParseInt(f[i], 10, 64); return v }
-	tick := 10 * time.Millisecond
-	return time.Duration(n(11)+n(12)) * tick, time.Duration(n(13)+n(14)) * tick, int(n(1)), nil
-}
-
 // procCPU is the CPU time of one process (all its threads).
 func procCPU(pid int) time.Duration {
-	self, _, _, err := procStat(pid)
+	self, _, _, err := benchproc.Stat(pid)
 	if err != nil {
 		fatalf("process %d: %v", pid, err)
 	}
@@ -144,7 +131,7 @@ func treeCPU(root int) time.Duration {
 		if err != nil {
 			continue
 		}
-		self, children, ppid, err := procStat(pid)
+		self, children, ppid, err := benchproc.Stat(pid)
 		if err != nil {
 			continue // gone
 		}
@@ -166,23 +153,9 @@ func treeCPU(root int) time.Duration {
 }
 
 func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := benchproc.FreePort()
 	must(err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func waitListening(addr string) error {
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("nothing listens on %s", addr)
-		}
-	}
+	return port
 }
 
 // env is the benchmark's store, with one active domain with an RSA-2048
@@ -264,7 +237,7 @@ func start(name, milterAddr string, cmd *exec.Cmd) signerProc {
 			<-done
 		}
 	})
-	if err := waitListening(milterAddr); err != nil {
+	if err := benchproc.WaitListening(milterAddr); err != nil {
 		fatalf("%s: %v", name, err)
 	}
 	return signerProc{name: name, milterAddr: milterAddr, pid: cmd.Process.Pid}
@@ -463,7 +436,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 		fatalf("postfix start: %v %s\n%s", err, out, p.log())
 	}
 	for _, addr := range p.smtpd {
-		if err := waitListening(addr); err != nil {
+		if err := benchproc.WaitListening(addr); err != nil {
 			fatalf("postfix smtpd: %v\n%s", err, p.log())
 		}
 	}
@@ -775,7 +748,9 @@ func main() {
 	fmt.Println("verified: sampled messages relayed to the sink whose DKIM-Signature verifies (go-msgauth).")
 	fmt.Printf("%-22s %8s %9s %11s %11s %12s %13s %10s %10s\n", "signer / message", "messages", "rate", "signer CPU", "per CPU-s", "Postfix CPU", "Postfix/msg", "verified", "failures")
 	var failed []string
-	for _, size := range messageSizes(*sizesFlag) {
+	sizes, err := benchproc.MessageSizes(*sizesFlag)
+	must(err)
+	for _, size := range sizes {
 		msg := signertest.Message(rsaDom, size)
 		pools := make([]*pool, len(signers))
 		ms := make([]measurement, len(signers))
@@ -850,17 +825,4 @@ func main() {
 		}
 		log.Fatal(errors.New("some sampled messages did not verify"))
 	}
-}
-
-// messageSizes parses -sizes: kilobyte counts, comma-separated.
-func messageSizes(list string) []int {
-	var sizes []int
-	for _, f := range strings.Split(list, ",") {
-		kb, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || kb <= 0 {
-			fatalf("-sizes: %q is not a size in KB", f)
-		}
-		sizes = append(sizes, kb<<10)
-	}
-	return sizes
 }

@@ -21,6 +21,7 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 
+	"dkimd/bench/internal/benchproc"
 	"dkimd/internal/milter"
 	"dkimd/internal/rsasign"
 	"dkimd/internal/signer"
@@ -161,7 +162,7 @@ func startFloor(dir string, e *env) server {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	}
-	if err := waitListening(httpAddr, goMilterAddr, milterAddr); err != nil {
+	if err := benchproc.WaitListening(httpAddr, goMilterAddr, milterAddr); err != nil {
 		stop()
 		log.Fatalf("floor server: %v", err)
 	}

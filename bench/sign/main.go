@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -42,6 +41,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"dkimd/bench/internal/benchproc"
 	"dkimd/internal/dkim"
 	"dkimd/internal/dkimkey"
 	"dkimd/internal/keystore"
@@ -111,18 +111,13 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// procCPU is the CPU time of another process, from /proc (clock ticks of
-// 1/100 s on Linux).
+// procCPU is the CPU time of another process.
 func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	self, _, _, err := benchproc.Stat(pid)
 	if err != nil {
 		log.Fatalf("server process %d: %v", pid, err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return self
 }
 
 // run calls op from workers goroutines for *duration; serverPID, when not
@@ -433,7 +428,9 @@ func main() {
 	fmt.Println("vs openssl divides by it. bare: the same signature(s) made in this process with dkimd's RSA")
 	fmt.Println("backend, in the same slices. +client: per CPU-s with the client's CPU added.")
 	fmt.Printf("%-34s %9s %9s %9s %11s %11s %10s %11s %8s %11s %11s\n", "path / message / keys", "rate", "p50", "p99", "per CPU-s", "openssl", "vs openssl", "bare", "vs bare", "vs OpenDKIM", "+client")
-	for _, size := range messageSizes(*sizesFlag) {
+	sizes, err := benchproc.MessageSizes(*sizesFlag)
+	must(err)
+	for _, size := range sizes {
 		for _, alg := range []struct {
 			name, domain string
 			dual         bool
@@ -567,19 +564,6 @@ func (s *speed) run(alg string) {
 	log.Fatalf("openssl speed %s: no signing line in\n%s", alg, out)
 }
 
-// messageSizes parses -sizes: kilobyte counts, comma-separated.
-func messageSizes(list string) []int {
-	var sizes []int
-	for _, f := range strings.Split(list, ",") {
-		kb, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || kb <= 0 {
-			log.Fatalf("-sizes: %q is not a size in KB", f)
-		}
-		sizes = append(sizes, kb<<10)
-	}
-	return sizes
-}
-
 func printRow(r result, ceiling, bare, opendkim float64) {
 	vsOD := "-"
 	if opendkim > 0 {
@@ -606,26 +590,9 @@ type server struct {
 }
 
 func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := benchproc.FreePort()
 	must(err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func waitListening(addrs ...string) error {
-	for _, a := range addrs {
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			c, err := net.Dial("tcp", a)
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("nothing listens on %s", a)
-			}
-		}
-	}
-	return nil
+	return port
 }
 
 // startDkimd builds and runs `dkimd serve` on the benchmark's store (the
@@ -653,7 +620,7 @@ func startDkimd(dir, rsaBackend string) server {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	}
-	if err := waitListening(signAddr, milterAddr); err != nil {
+	if err := benchproc.WaitListening(signAddr, milterAddr); err != nil {
 		stop()
 		log.Fatalf("dkimd serve: %v", err)
 	}
@@ -820,7 +787,7 @@ RequireSafeKeys no
 		_ = cmd.Wait()
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if err := waitListening(addr); err != nil {
+	if err := benchproc.WaitListening(addr); err != nil {
 		stop()
 		log.Printf("OpenDKIM comparison skipped: %v", err)
 		return none
